@@ -1,0 +1,44 @@
+"""Checks are small functions ``check(ctx) -> list[CheckResult]`` registered here by name.
+
+The CLI iterates the registry; adding a check is one decorated function in diagnostics/checks/.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from moola.errors import MoolaError
+
+if TYPE_CHECKING:
+    from diagnostics.context import DiagContext
+    from diagnostics.result import CheckResult
+
+CheckFn = Callable[["DiagContext"], "list[CheckResult]"]
+
+# Order is the order check-all runs and prints them: cheap, static checks first.
+CHECK_ORDER = ("config", "params", "data", "leakage", "sanity", "gpu")
+_MODULES = {name: f"diagnostics.checks.{name}" for name in CHECK_ORDER}
+_REGISTRY: dict[str, CheckFn] = {}
+
+
+def register(name: str) -> Callable[[CheckFn], CheckFn]:
+    def decorate(fn: CheckFn) -> CheckFn:
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorate
+
+
+def get_check(name: str) -> CheckFn:
+    """The check function for ``name``, importing its module on first use (keeps --help torch-free)."""
+    if name not in _MODULES:
+        raise MoolaError(f"unknown check {name!r}; choose from {', '.join(CHECK_ORDER)}")
+    if name not in _REGISTRY:
+        importlib.import_module(_MODULES[name])
+    return _REGISTRY[name]
+
+
+def all_checks() -> list[tuple[str, CheckFn]]:
+    return [(name, get_check(name)) for name in CHECK_ORDER]
