@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -11,7 +11,8 @@ OHLC_COLUMNS = ("open", "high", "low", "close")
 DEFAULT_CLASSES = ("consolidation", "retracement")
 
 
-@dataclass(frozen=True)
+# eq=False: field-wise == on numpy arrays is ambiguous; compare arrays explicitly where needed.
+@dataclass(frozen=True, eq=False)
 class WindowDataset:
     """N labeled windows of T bars with F features each.
 
@@ -32,7 +33,7 @@ class WindowDataset:
     pointers: np.ndarray | None = None
     source: np.ndarray | None = None
     bar_start: np.ndarray | None = None
-    path: str | None = field(default=None, compare=False)
+    path: str | None = None
 
     def __len__(self) -> int:
         return int(self.X.shape[0])

@@ -1,0 +1,281 @@
+"""The ``moola`` command line: train, list models, generate and inspect data.
+
+Parses options, calls the library, renders with rich. torch, pandas and the models are imported inside
+the commands so that ``moola --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from moola.clitools import run_app, set_debug, user_errors
+from moola.config import TrainConfig
+
+PROG = "moola"
+DEFAULTS = TrainConfig()
+
+app = typer.Typer(
+    name=PROG,
+    help="Moola: classify windows of 105 OHLC bars into pattern classes (and regress pattern pointers).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Generate or inspect labeled window files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Labeled windows parquet (window_id, label, features[, pointer_start, pointer_end, source, "
+        "bar_start]). Default: the embedded synthetic 174-window set.",
+        dir_okay=False,
+    ),
+]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for user errors.")] = False,
+) -> None:
+    set_debug(debug)
+
+
+def _load(data: Path | None) -> Any:
+    if data is None:
+        from moola.data.synthetic import default_dataset
+
+        return default_dataset()
+    from moola.data.loader import load_windows
+
+    return load_windows(data)
+
+
+@app.command()
+@user_errors(PROG)
+def train(
+    model: Annotated[str, typer.Option(help="Model name from 'moola models'.")] = DEFAULTS.model,
+    data: DataOption = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")] = DEFAULTS.device,
+    predict_pointers: Annotated[
+        bool, typer.Option("--predict-pointers", help="Also train the pointer head (pattern start/end bars).")
+    ] = DEFAULTS.predict_pointers,
+    n_epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = (
+        DEFAULTS.n_epochs
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimizer step.")] = DEFAULTS.batch_size,
+    lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = DEFAULTS.lr,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")] = DEFAULTS.weight_decay,
+    pointer_loss_weight: Annotated[
+        float, typer.Option(min=0.0, help="Weight of the pointer loss next to cross-entropy.")
+    ] = DEFAULTS.pointer_loss_weight,
+    patience: Annotated[
+        int, typer.Option(min=0, help="Early stopping: epochs without val-loss improvement (0: off).")
+    ] = DEFAULTS.early_stopping_patience,
+    augment: Annotated[bool, typer.Option(help="Jitter and scaling augmentation on training batches.")] = (
+        DEFAULTS.augment
+    ),
+    split: Annotated[
+        str, typer.Option(help="Validation split: random, temporal or purged.")
+    ] = DEFAULTS.split,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.05, max=0.9, help="Share of windows for validation.")
+    ] = (DEFAULTS.val_fraction),
+    features: Annotated[
+        str | None, typer.Option(help="Feature set (ohlc4 or relative11). Default: the model's own.")
+    ] = DEFAULTS.features,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")
+    ] = (DEFAULTS.seed),
+    out_dir: Annotated[
+        Path, typer.Option(help="Parent folder of the run directory.", file_okay=False)
+    ] = Path(DEFAULTS.out_dir),
+) -> None:
+    """Train a model and write a run directory (config, per-epoch metrics, checkpoint, summary)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from moola.train.run import train_run
+
+    config = TrainConfig(
+        model=model,
+        features=features,
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        device=device,  # type: ignore[arg-type]  # validated by resolve_device
+        predict_pointers=predict_pointers,
+        pointer_loss_weight=pointer_loss_weight,
+        early_stopping_patience=patience,
+        augment=augment,
+        seed=seed,
+        split=split,  # type: ignore[arg-type]  # validated by make_split
+        val_fraction=val_fraction,
+        out_dir=str(out_dir),
+    )
+    dataset = _load(data)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    task = progress.add_task(f"train {model}", total=n_epochs, status="")
+
+    class _EpochProgress:
+        # Shown from the first epoch on, so set-up errors print alone, as one line.
+        def on_train_start(self, state: Any) -> None:
+            progress.start()
+
+        def on_epoch_end(self, state: Any) -> None:
+            row = state.history[-1]
+            status = f"loss {row['train_loss']:.3f}/{row['val_loss']:.3f} acc {row['val_acc']:.3f}"
+            progress.update(task, advance=1, status=status)
+
+    try:
+        result = train_run(config, dataset, callbacks=[_EpochProgress()])
+    finally:
+        progress.stop()
+    _print_run_summary(result)
+
+
+def _print_run_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    best = result.history[result.best_epoch] if result.history else {}
+    table = Table(title="training run", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("run directory", str(result.run_dir))
+    table.add_row("device", str(result.device))
+    table.add_row("parameters", f"{result.n_params:,}")
+    table.add_row("epochs run", str(len(result.history)))
+    table.add_row("best epoch", str(result.best_epoch + 1))
+    for key in (
+        "train_loss",
+        "val_loss",
+        "train_acc",
+        "val_acc",
+        "val_macro_f1",
+        "majority_acc",
+        "pointer_mae_bars",
+    ):
+        value = best.get(key)
+        if value is not None:
+            table.add_row(key, f"{value:.4f}")
+    Console().print(table)
+
+
+@app.command()
+@user_errors(PROG)
+def models(
+    n_features: Annotated[
+        int | None,
+        typer.Option(help="Input width to count parameters for. Default: each model's feature set."),
+    ] = None,
+    n_classes: Annotated[int, typer.Option(min=2, help="Number of classes to count parameters for.")] = 2,
+) -> None:
+    """List registered models: parameters, feature set, and whether they are legacy."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from moola.models import get_model, list_models
+
+    table = Table(title="moola models")
+    table.add_column("name", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    for column in ("features", "legacy", "default", "description"):
+        table.add_column(column)
+    for spec in list_models():
+        model = get_model(spec.name, n_features=n_features, n_classes=n_classes)
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        table.add_row(
+            spec.name,
+            f"{n_params:,}",
+            spec.feature_set,
+            "yes" if spec.legacy else "no",
+            "*" if spec.name == DEFAULTS.model else "",
+            spec.description,
+        )
+    Console().print(table)
+
+
+@data_app.command("generate")
+@user_errors(PROG)
+def data_generate(
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.", dir_okay=False)],
+    n_windows: Annotated[int, typer.Option(min=2, help="Number of labeled windows.")] = 174,
+    seed: Annotated[
+        int, typer.Option(help="Generator seed: the same seed gives byte-identical windows.")
+    ] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Write the deterministic synthetic window set (the embedded default is 174 windows, seed 0)."""
+    from moola.data.loader import save_windows
+    from moola.data.synthetic import generate
+    from moola.errors import MoolaError
+
+    if out.exists() and not force:
+        raise MoolaError(f"--out {out}: file exists (pass --force to overwrite)")
+    path = save_windows(generate(n_windows=n_windows, seed=seed), out)
+    typer.echo(f"wrote {n_windows} windows to {path}")
+
+
+@data_app.command("inspect")
+@user_errors(PROG)
+def data_inspect(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Parquet file to inspect. Default: the embedded dataset.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Validate a window file and summarise it: shape, dtype, classes, pointers, provenance."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    ds = _load(path)
+    table = Table(title=str(path) if path else "embedded default dataset", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("windows", f"{len(ds):,}")
+    table.add_row("shape (N, T, F)", str(tuple(ds.X.shape)))
+    table.add_row("dtype", f"{ds.X.dtype} ({'C-contiguous' if ds.X.flags.c_contiguous else 'strided'})")
+    counts = np.bincount(ds.y, minlength=ds.n_classes)
+    table.add_row(
+        "classes",
+        ", ".join(f"{name}: {n} ({n / len(ds):.0%})" for name, n in zip(ds.classes, counts, strict=True)),
+    )
+    if ds.pointers is not None:
+        length = ds.pointers[:, 1] - ds.pointers[:, 0] + 1
+        table.add_row(
+            "pointers",
+            f"present; pattern length {length.min()}-{length.max()} bars (median {np.median(length):g})",
+        )
+    else:
+        table.add_row("pointers", "absent")
+    if ds.has_provenance:
+        sources = np.unique(ds.source)
+        table.add_row(
+            "provenance", f"{len(sources)} sources; bar_start {ds.bar_start.min()}..{ds.bar_start.max()}"
+        )
+    else:
+        table.add_row("provenance", "absent (overlap checks fall back to bar hashing)")
+    table.add_row("memory", f"{ds.X.nbytes / 2**20:.2f} MiB")
+    Console().print(table)
+
+
+def main() -> None:
+    run_app(app, PROG)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""What both CLIs (``moola`` and ``moola-diag``) share: one-line user errors and a torch-free entry point.
+
+A ``MoolaError`` anywhere under a command becomes ``<prog>: error: <message>`` on stderr and exit code 2;
+``--debug`` (a root option of each app) keeps the traceback instead. Usage errors from the parser get
+the same one-line shape. Everything else is a bug and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from moola.errors import MoolaError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _State:
+    debug: bool = False
+
+
+state = _State()
+
+
+def set_debug(enabled: bool) -> None:
+    state.debug = enabled
+
+
+def fail(prog: str, message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"{prog}: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(prog: str) -> Callable[[F], F]:
+    """Decorate a command so that a MoolaError exits 2 with one line (works under CliRunner too)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except MoolaError as err:
+                if state.debug:
+                    raise
+                fail(prog, str(err))
+            except KeyboardInterrupt:
+                typer.echo(f"{prog}: interrupted", err=True)
+                raise typer.Exit(130) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def run_app(app: typer.Typer, prog: str) -> NoReturn:
+    """Console-script entry: parse, run, and turn parser errors into one line with exit 2."""
+    try:
+        result = app(prog_name=prog, standalone_mode=False)
+    except typer.TyperException as err:  # typer's (vendored click) usage errors
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `prog`: show help, as the parser would
+            err.show()  # type: ignore[attr-defined]
+            sys.exit(0)
+        typer.echo(f"{prog}: error: {err.format_message()} (see '{prog} --help')", err=True)  # type: ignore[attr-defined]
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo(f"{prog}: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

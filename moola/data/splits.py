@@ -1,0 +1,175 @@
+"""Train/test splits of a WindowDataset: stratified random, temporal, and purged temporal.
+
+All return ``(train_idx, test_idx)``: sorted, disjoint int64 row indices, reproducible from the
+arguments (only the random split uses the seed).
+
+Purging works in bars. ``bar_start`` holding bar indices is used as is; epoch-ns timestamps
+(|value| >= 1e15, i.e. any date after 1970-01-12) are converted with ``bar_ns``, the length of one
+bar in ns, inferred when not given as the greatest common divisor of the gaps between window starts
+of one source -- exact when windows start at arbitrary bars, and at worst a multiple of the true bar
+length (which purges more, never less).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from moola.data.dataset import WindowDataset
+from moola.errors import MoolaError
+
+SplitKind = Literal["random", "temporal", "purged"]
+SPLIT_KINDS: tuple[str, ...] = ("random", "temporal", "purged")
+EPOCH_NS_THRESHOLD = 10**15
+
+
+def _check_fraction(test_fraction: float) -> None:
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise MoolaError(f"test fraction {test_fraction}: must be between 0 and 1 (exclusive)")
+
+
+def _round_half_up(x: np.ndarray | float) -> np.ndarray:
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def _where(ds: WindowDataset) -> str:
+    return f"{ds.path}: " if ds.path else ""
+
+
+def _finish(
+    ds: WindowDataset, test_mask: np.ndarray, train_mask: np.ndarray, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    train_idx = np.flatnonzero(train_mask & ~test_mask).astype(np.int64)
+    test_idx = np.flatnonzero(test_mask).astype(np.int64)
+    if len(test_idx) == 0 or len(train_idx) == 0:
+        empty = "test" if len(test_idx) == 0 else "train"
+        raise MoolaError(
+            f"{_where(ds)}{kind} split of {len(ds)} windows leaves the {empty} set empty "
+            "(use more windows or another test fraction / embargo)"
+        )
+    return train_idx, test_idx
+
+
+def random_split(
+    ds: WindowDataset, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified random split: each class puts round(fraction * count) windows in test.
+
+    A class with >= 2 members contributes at least one test and one train window; a singleton stays in train.
+    """
+    _check_fraction(test_fraction)
+    n = len(ds)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    perm = rng.permutation(n)
+    counts = np.bincount(ds.y, minlength=ds.n_classes)
+    n_test = _round_half_up(test_fraction * counts)
+    n_test = np.where(counts >= 2, np.clip(n_test, 1, counts - 1), 0)
+    # Rank of each (shuffled) window within its class; the first n_test[c] of class c go to test.
+    order = perm[np.argsort(ds.y[perm], kind="stable")]
+    class_start = np.r_[0, np.cumsum(counts)[:-1]]
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - class_start[ds.y[order]]
+    test_mask = rank < n_test[ds.y]
+    return _finish(ds, test_mask, np.ones(n, dtype=bool), "random")
+
+
+def _time_order(ds: WindowDataset, kind: str) -> np.ndarray:
+    if ds.bar_start is None:
+        raise MoolaError(
+            f"{_where(ds)}column 'bar_start' is missing: a {kind} split needs each window's position in time"
+        )
+    return np.lexsort((np.arange(len(ds)), ds.bar_start))  # by bar_start, ties by row
+
+
+def temporal_split(ds: WindowDataset, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """The latest round(fraction * N) windows by ``bar_start`` (globally, across sources) are test."""
+    return _temporal(ds, test_fraction, "temporal")
+
+
+def _temporal(ds: WindowDataset, test_fraction: float, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    _check_fraction(test_fraction)
+    order = _time_order(ds, kind)
+    n = len(ds)
+    n_test = int(np.clip(_round_half_up(test_fraction * n), 1, max(n - 1, 1)))
+    test_mask = np.zeros(n, dtype=bool)
+    test_mask[order[n - n_test :]] = True
+    return _finish(ds, test_mask, np.ones(n, dtype=bool), kind)
+
+
+def infer_bar_ns(ds: WindowDataset) -> int:
+    """The bar length of epoch-ns ``bar_start`` values: gcd of the start gaps within each source."""
+    assert ds.bar_start is not None
+    source = ds.source if ds.source is not None else np.zeros(len(ds), dtype=np.int64)
+    order = np.lexsort((ds.bar_start, source))
+    starts, src = ds.bar_start[order], source[order]
+    gaps = np.diff(starts)[(src[1:] == src[:-1])]
+    gaps = gaps[gaps > 0]
+    if len(gaps) == 0:
+        raise MoolaError(
+            f"{_where(ds)}column 'bar_start': timestamps without two distinct windows in one source; "
+            "cannot infer the bar length for purging (pass bar_ns)"
+        )
+    return int(np.gcd.reduce(gaps))
+
+
+def purged_split(
+    ds: WindowDataset, test_fraction: float = 0.2, embargo_bars: int = 105, bar_ns: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Temporal split, then drop from train every window of the same source as a test window whose bar
+    range [bar_start, bar_start + T) overlaps it or lies fewer than ``embargo_bars`` bars away from it.
+
+    The gap between two windows is the number of bars strictly between them (negative when they
+    overlap); a train window is kept iff its gap to every same-source test window is >= embargo_bars.
+    """
+    if embargo_bars < 0:
+        raise MoolaError(f"embargo_bars {embargo_bars}: must be >= 0")
+    _, test_idx = _temporal(ds, test_fraction, "purged")
+    assert ds.bar_start is not None
+    n, length = len(ds), ds.X.shape[1]
+
+    starts = ds.bar_start.astype(np.int64)
+    if len(starts) and np.abs(starts).max() >= EPOCH_NS_THRESHOLD:
+        unit = int(bar_ns) if bar_ns is not None else infer_bar_ns(ds)
+        if unit < 1:
+            raise MoolaError(f"bar_ns {bar_ns}: must be >= 1")
+        starts = (starts - starts.min()) // unit  # bars since the earliest window
+    source = ds.source if ds.source is not None else np.zeros(n, dtype=np.int64)
+
+    test_mask = np.zeros(n, dtype=bool)
+    test_mask[test_idx] = True
+    keep = ~test_mask
+    # Windows all have length T, so the nearest test start (left or right) decides the gap:
+    # gap = |start_i - start_j| - T. One searchsorted per source, vectorized over its windows.
+    for src in np.unique(source[test_mask]):
+        same = source == src
+        test_starts = np.sort(starts[same & test_mask])
+        cand = np.flatnonzero(same & keep)
+        if len(cand) == 0:
+            continue
+        pos = np.searchsorted(test_starts, starts[cand])
+        left = test_starts[np.clip(pos - 1, 0, len(test_starts) - 1)]
+        right = test_starts[np.clip(pos, 0, len(test_starts) - 1)]
+        nearest = np.minimum(np.abs(starts[cand] - left), np.abs(starts[cand] - right))
+        gap = nearest - length
+        keep[cand[gap < embargo_bars]] = False
+    return _finish(ds, test_mask, keep, "purged")
+
+
+def make_split(
+    ds: WindowDataset,
+    kind: str,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    embargo_bars: int = 105,
+    *,
+    bar_ns: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dispatch to ``random_split`` / ``temporal_split`` / ``purged_split`` by name."""
+    if kind == "random":
+        return random_split(ds, test_fraction, seed)
+    if kind == "temporal":
+        return temporal_split(ds, test_fraction)
+    if kind == "purged":
+        return purged_split(ds, test_fraction, embargo_bars, bar_ns)
+    raise MoolaError(f"--split {kind}: unknown split; valid: {', '.join(SPLIT_KINDS)}")

@@ -1,0 +1,210 @@
+"""One training run end to end: data -> features -> split -> model -> fit -> run directory.
+
+Run directory ``<out_dir>/<model>-<YYYYmmdd-HHMMSS>/``:
+  config.json    {"config": full TrainConfig, "environment": torch/python/device/git sha, "architecture", "data"}
+  metrics.jsonl  one JSON object per epoch, rewritten atomically after every epoch
+  model.pt       ``torch.save(model.state_dict())`` (CPU tensors; ``torch.load(..., weights_only=True)``)
+  summary.json   best epoch (1-based, as in metrics.jsonl), validation metrics of the kept weights,
+                 parameter counts, timings
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from moola.config import TrainConfig
+from moola.data.dataset import WindowDataset
+from moola.errors import MoolaError
+from moola.features import FEATURE_SETS, transform
+from moola.io import atomic_open, atomic_write_json, atomic_write_text
+from moola.models import count_parameters, get_model, get_spec
+from moola.train.device import resolve_device
+from moola.train.trainer import FitResult, TrainState, fit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_TRAIN_KEYS = ("train_loss", "train_acc")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    model: nn.Module
+    n_params: int  # trainable parameters
+    device: str
+    metrics: dict[str, Any]  # train/validation metrics of the kept (best) epoch
+    best_epoch: int  # 0-based index into ``history`` of the kept epoch
+    fit: FitResult
+    feature_set: str
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+class _MetricsWriter:
+    """Rewrites metrics.jsonl atomically after each epoch: a crash leaves every finished epoch on disk."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines: list[str] = []
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.lines.append(json.dumps(state.history[-1], sort_keys=True))
+        atomic_write_text(self.path, "\n".join(self.lines) + "\n")
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "git_sha": git_sha(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _make_run_dir(out_dir: Path, model: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(1000):
+        candidate = out_dir / (f"{model}-{stamp}" if i == 0 else f"{model}-{stamp}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise MoolaError(f"--out-dir {out_dir}: could not create a fresh run directory")
+
+
+def _split(ds: WindowDataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    from moola.data.splits import make_split
+
+    return make_split(ds, config.split, config.val_fraction, config.seed, config.embargo_bars)
+
+
+def train_run(
+    config: TrainConfig, dataset: WindowDataset | None = None, callbacks: Sequence[Any] = ()
+) -> RunResult:
+    """Train ``config.model`` on ``dataset`` (raw OHLC windows; default: the embedded synthetic set)."""
+    device = resolve_device(config.device)  # fail on a missing GPU before any work
+    spec = get_spec(config.model)
+    feature_set = config.features or spec.feature_set
+    if feature_set not in FEATURE_SETS:
+        raise MoolaError(f"--features {feature_set}: unknown feature set; valid: {', '.join(FEATURE_SETS)}")
+    if dataset is None:
+        from moola.data.synthetic import default_dataset
+
+        dataset = default_dataset()
+    if dataset.n_features != 4:
+        where = f"{dataset.path}: " if dataset.path else ""
+        raise MoolaError(f"{where}expected raw OHLC windows (4 values per bar), got {dataset.n_features}")
+
+    train_idx, val_idx = _split(dataset, config)
+    # Per-window transform: computing it before the split cannot leak across windows.
+    feats = dataset.with_features(transform(dataset.X, feature_set))
+    train_ds, val_ds = feats.subset(train_idx), feats.subset(val_idx)
+
+    torch.manual_seed(config.seed)
+    model = get_model(config.model, n_features=feats.n_features, n_classes=dataset.n_classes)
+    run_dir = _make_run_dir(Path(config.out_dir), config.model)
+    n_params_total = count_parameters(model, trainable_only=False)
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            "config": config.to_dict(),
+            "environment": environment(device),
+            "architecture": {
+                "name": config.model,
+                "hparams": model.hparams,
+                "n_params_total": n_params_total,
+            },
+            "data": {
+                "path": dataset.path,
+                "n_windows": len(dataset),
+                "window_length": int(dataset.X.shape[1]),
+                "classes": list(dataset.classes),
+                "feature_set": feature_set,
+                "features": list(FEATURE_SETS[feature_set]),
+                "n_train": len(train_idx),
+                "n_val": len(val_idx),
+            },
+        },
+    )
+
+    writer = _MetricsWriter(run_dir / "metrics.jsonl")
+    result = fit(model, train_ds, val_ds, config, callbacks=(writer, *callbacks))
+    n_params = count_parameters(model)  # after fit: a frozen pointer head is not trainable
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_open(run_dir / "model.pt", "wb") as fh:
+        torch.save(state, fh)
+
+    kept = result.history[result.best_epoch] if result.history else {}
+    val_metrics = {
+        k: kept.get(k)
+        for k in (*_TRAIN_KEYS, "val_loss", "val_acc", "val_macro_f1", "majority_acc", "pointer_mae_bars")
+    }
+    epoch_times = [row["epoch_time_s"] for row in result.history]
+    atomic_write_json(
+        run_dir / "summary.json",
+        {
+            "model": config.model,
+            "feature_set": feature_set,
+            "device": result.device,
+            "n_params_trainable": n_params,
+            "n_params_total": n_params_total,
+            "params_per_train_sample": n_params / max(len(train_idx), 1),
+            "n_train": len(train_idx),
+            "n_val": len(val_idx),
+            "epochs_run": result.n_epochs_run,
+            "best_epoch": kept.get("epoch"),  # 1-based, as the "epoch" field of metrics.jsonl
+            "stopped_early": result.stopped_early,
+            "metrics": val_metrics,
+            "train_time_s": result.train_time_s,
+            "mean_epoch_time_s": float(np.mean(epoch_times)) if epoch_times else None,
+        },
+    )
+    return RunResult(
+        run_dir=run_dir,
+        history=result.history,
+        model=model,
+        n_params=n_params,
+        device=result.device,
+        metrics=val_metrics,
+        best_epoch=result.best_epoch,
+        fit=result,
+        feature_set=feature_set,
+        train_idx=np.asarray(train_idx),
+        val_idx=np.asarray(val_idx),
+    )
