@@ -27,7 +27,9 @@ class Thresholds:
     accuracy_gap: float = 0.10  # test accuracy above train accuracy by more than this is suspicious
     near_duplicate_fraction: float = 0.05  # NN distance below this fraction of the typical NN distance
     epoch_slow_factor: float = 20.0  # WARN when an epoch is this many times slower than its lower bound
-    sanity_epochs: int = 3
+    # Epochs of the one instrumented training run: the CLI default, so the symptom checks (accuracy gap,
+    # majority baseline) judge a model trained as users train it, not a 3-epoch stub that predicts one class.
+    sanity_epochs: int = 60
 
 
 @dataclass

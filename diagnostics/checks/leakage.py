@@ -1,0 +1,689 @@
+"""Leakage: does anything the model is tested on also sit in what it was trained on?
+
+Findings (each compares a measurement on THIS split with what a clean split gives):
+  identical_windows  byte-identical windows (float32 rows) across train/test(/val)
+  shared_ids         window_ids present in more than one split
+  near_duplicates    windows closer (z-scored per window, Euclidean) to a window of another split than
+                     ``near_duplicate_fraction`` x the median nearest-neighbour distance within train
+  window_overlap     windows of one source whose bar ranges [bar_start, bar_start + T) intersect across
+                     splits (provenance; with epoch-ns starts the bar length is inferred, so an overlap
+                     FAILs only when shared_bars confirms it, else WARN)
+  shared_bars        the same, from content alone: a window whose bars k..T-1 equal another's 0..T-1-k
+                     (>= MIN_SHARED_BARS equal bars at one consistent offset)
+  temporal_order     for temporal/purged splits: test after train, same-source gaps >= the embargo
+  accuracy_gap       test accuracy far above train accuracy after the short training run
+  majority_baseline  is the test accuracy distinguishable from always predicting the majority class?
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from diagnostics.registry import register
+from diagnostics.result import CheckResult, Status, skip
+
+CHECK = "leakage"
+# Equal OHLC bars at one consistent offset: chance equality of 8 float price bars is ~impossible.
+MIN_SHARED_BARS = 8
+NN_BLOCK = 1024  # query rows per distance block: 1024 x 20,000 float32 = 82 MB
+REFERENCE_SAMPLE = 2000  # train rows whose within-train NN distance sets the scale
+MAX_EXAMPLES = 5
+
+
+# --------------------------------------------------------------------------- split bookkeeping
+
+
+def _splits(ctx) -> list[tuple[str, np.ndarray]]:
+    parts = [
+        ("train", np.asarray(ctx.train_idx, dtype=np.int64)),
+        ("test", np.asarray(ctx.test_idx, dtype=np.int64)),
+    ]
+    if ctx.val_idx is not None and len(ctx.val_idx):
+        parts.insert(1, ("val", np.asarray(ctx.val_idx, dtype=np.int64)))
+    return parts
+
+
+def _pairs(ctx) -> list[tuple[str, np.ndarray, str, np.ndarray]]:
+    """(reference name, rows, query name, rows): train vs each held-out split, and val vs test."""
+    parts = dict(_splits(ctx))
+    pairs = [("train", parts["train"], "test", parts["test"])]
+    if "val" in parts:
+        pairs += [
+            ("train", parts["train"], "val", parts["val"]),
+            ("val", parts["val"], "test", parts["test"]),
+        ]
+    return pairs
+
+
+def _ids(ctx, rows: np.ndarray) -> list[str]:
+    return [str(v) for v in ctx.dataset.window_id[rows]]
+
+
+# --------------------------------------------------------------------------- identical windows
+
+
+def row_keys(X: np.ndarray) -> np.ndarray:
+    """One opaque void scalar per window: its float32 bytes (comparable, sortable, hashable by numpy)."""
+    flat = np.ascontiguousarray(np.asarray(X, dtype=np.float32).reshape(len(X), -1))
+    return flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()
+
+
+def identical_pairs(X_ref: np.ndarray, X_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query mask: row has a byte-identical reference row, reference row index per flagged query row)."""
+    k_ref, k_query = row_keys(X_ref), row_keys(X_query)
+    mask = np.isin(k_query, k_ref)
+    if not mask.any():
+        return mask, np.zeros(0, dtype=np.int64)
+    order = np.argsort(k_ref, kind="stable")
+    pos = np.searchsorted(k_ref[order], k_query[mask])
+    return mask, order[pos]
+
+
+def _identical(ctx) -> tuple[CheckResult, dict[tuple[str, str], np.ndarray]]:
+    X = ctx.dataset.X
+    total, lines, values, masks = 0, [], {}, {}
+    for ref_name, ref, q_name, query in _pairs(ctx):
+        mask, partner = identical_pairs(X[ref], X[query])
+        masks[(ref_name, q_name)] = mask
+        n = int(mask.sum())
+        values[f"{q_name}_in_{ref_name}"] = n
+        total += n
+        if n:
+            q_ids = _ids(ctx, query[mask][:MAX_EXAMPLES])
+            r_ids = _ids(ctx, ref[partner][:MAX_EXAMPLES])
+            lines.append(f"{n} of {len(query)} {q_name} windows are byte-identical to a {ref_name} window:")
+            lines += [f"  {q_name} {a} == {ref_name} {b}" for a, b in zip(q_ids, r_ids, strict=True)]
+    measured = ", ".join(f"{k.replace('_in_', ' in ')}: {v}" for k, v in values.items())
+    result = CheckResult(
+        CHECK,
+        "identical_windows",
+        Status.FAIL if total else Status.PASS,
+        measured=f"identical windows across splits ({measured})",
+        expected="0 (a test window that is also a training window is memorised, not predicted)",
+        hint="deduplicate the windows before splitting (hash each window's values)" if total else "",
+        evidence=tuple(lines[: 2 + MAX_EXAMPLES * 3]),
+        values={"identical": total, **values},
+    )
+    return result, masks
+
+
+def _shared_ids(ctx) -> CheckResult:
+    lines, values, total = [], {}, 0
+    for ref_name, ref, q_name, query in _pairs(ctx):
+        common = np.intersect1d(ctx.dataset.window_id[ref], ctx.dataset.window_id[query])
+        values[f"{q_name}_in_{ref_name}"] = len(common)
+        total += len(common)
+        if len(common):
+            shown = ", ".join(str(c) for c in common[:MAX_EXAMPLES])
+            lines.append(f"{len(common)} window_id(s) in both {ref_name} and {q_name}: {shown}")
+    return CheckResult(
+        CHECK,
+        "shared_ids",
+        Status.WARN if total else Status.PASS,
+        measured=f"{total} window_id(s) shared between splits",
+        expected="0: every window belongs to exactly one split",
+        hint="give windows unique ids and split by id (or the same window was exported twice)"
+        if total
+        else "",
+        evidence=tuple(lines),
+        values={"shared_ids": total, **values},
+    )
+
+
+# --------------------------------------------------------------------------- near-duplicates
+
+
+def zscore_windows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Z float32 (N, T*F): each window minus its mean over all values, over its std; valid mask).
+
+    Removes price level and scale, so a rescaled or shifted copy of a window is as close as an exact one.
+    Constant windows (std 0) have no shape to compare and are marked invalid.
+    """
+    flat = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
+    mean = flat.mean(axis=1, keepdims=True, dtype=np.float64)
+    std = flat.std(axis=1, keepdims=True, dtype=np.float64)
+    scale = np.maximum(np.abs(mean), 1.0)
+    valid = (std[:, 0] > 1e-6 * scale[:, 0]) & np.isfinite(std[:, 0])
+    Z = ((flat - mean) / np.where(valid[:, None], std, 1.0)).astype(np.float32)
+    Z[~valid] = 0.0
+    return np.ascontiguousarray(Z), valid
+
+
+def nearest_neighbors(
+    Q: np.ndarray, R: np.ndarray, exclude: np.ndarray | None = None, block: int = NN_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, index) of each Q row's nearest R row (Euclidean), in blocks of matmuls.
+
+    d^2 = |q|^2 + |r|^2 - 2 q.r with torch (multithreaded BLAS), float32, clipped at 0. ``exclude[i]`` is
+    an R index that Q row i must not match (itself, for within-set distances), or -1.
+    """
+    import torch
+
+    q_all = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float32))
+    r = torch.from_numpy(np.ascontiguousarray(R, dtype=np.float32))
+    r_sq = (r * r).sum(dim=1)
+    dist = np.empty(len(Q), dtype=np.float32)
+    index = np.empty(len(Q), dtype=np.int64)
+    if len(R) == 0:
+        dist.fill(np.inf)
+        index.fill(-1)
+        return dist, index
+    with torch.no_grad():
+        for start in range(0, len(Q), block):
+            q = q_all[start : start + block]
+            d2 = torch.addmm(r_sq[None, :], q, r.T, beta=1.0, alpha=-2.0)
+            d2 += (q * q).sum(dim=1, keepdim=True)
+            if exclude is not None:
+                ex = torch.from_numpy(np.asarray(exclude[start : start + block], dtype=np.int64))
+                rows = torch.nonzero(ex >= 0).flatten()
+                d2[rows, ex[rows]] = float("inf")
+            best, arg = d2.min(dim=1)
+            dist[start : start + len(q)] = best.clamp_min_(0).sqrt_().numpy()
+            index[start : start + len(q)] = arg.numpy()
+    return dist, index
+
+
+@dataclass(frozen=True)
+class NearDuplicates:
+    reference_nn: float  # median within-reference NN distance (the typical spacing of the data)
+    threshold: float
+    distance: np.ndarray  # each query row's NN distance to the reference
+    partner: np.ndarray  # its reference row (local index)
+    flagged: np.ndarray  # bool: distance < threshold (valid rows only)
+
+
+def near_duplicates(
+    X_ref: np.ndarray,
+    X_query: np.ndarray,
+    fraction: float,
+    seed: int = 0,
+    reference_sample: int = REFERENCE_SAMPLE,
+) -> NearDuplicates:
+    """Query windows whose nearest reference window is closer than ``fraction`` x the median
+    within-reference NN distance (measured on up to ``reference_sample`` reference rows vs all of them)."""
+    Z_ref, ok_ref = zscore_windows(X_ref)
+    Z_q, ok_q = zscore_windows(X_query)
+    ref_rows = np.flatnonzero(ok_ref)
+    Z_ref_ok = Z_ref[ref_rows]
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(ref_rows), size=min(reference_sample, len(ref_rows)), replace=False)
+    sample.sort()
+    if len(ref_rows) >= 2:
+        within, _ = nearest_neighbors(Z_ref_ok[sample], Z_ref_ok, exclude=sample)
+        within = within[np.isfinite(within)]
+        typical = float(np.median(within)) if len(within) else float("nan")
+    else:
+        typical = float("nan")
+    dist, idx = nearest_neighbors(Z_q, Z_ref_ok)
+    partner = np.where(idx >= 0, ref_rows[np.clip(idx, 0, max(len(ref_rows) - 1, 0))], -1)
+    threshold = fraction * typical if math.isfinite(typical) else 0.0
+    flagged = ok_q & (dist < threshold)
+    return NearDuplicates(typical, threshold, dist, partner, flagged)
+
+
+def _near_duplicates(ctx, identical_masks: dict[tuple[str, str], np.ndarray]) -> CheckResult:
+    X = ctx.dataset.X
+    frac = float(ctx.thresholds.near_duplicate_fraction)
+    total, lines, values, ratios = 0, [], {}, []
+    for ref_name, ref, q_name, query in _pairs(ctx):
+        if len(ref) < 2 or len(query) == 0:
+            continue
+        nd = near_duplicates(X[ref], X[query], frac, seed=0)
+        if not math.isfinite(nd.reference_nn) or nd.reference_nn <= 0:
+            continue
+        # Exact copies are reported by identical_windows; here only the near ones.
+        near = nd.flagged & ~identical_masks.get((ref_name, q_name), np.zeros(len(query), dtype=bool))
+        n = int(near.sum())
+        total += n
+        ratio = nd.distance / nd.reference_nn
+        finite = ratio[np.isfinite(ratio)]
+        if len(finite):
+            ratios.append(float(finite.min()))
+        values[f"{q_name}_in_{ref_name}"] = n
+        values[f"{q_name}_{ref_name}_median_nn"] = nd.reference_nn
+        lines.append(
+            f"{q_name} vs {ref_name}: typical {ref_name} NN distance {nd.reference_nn:.3g} (z-scored windows), "
+            f"threshold {nd.threshold:.3g}; closest {q_name} window at {float(finite.min()) if len(finite) else float('nan'):.3g}x"
+        )
+        if n:
+            rows = np.flatnonzero(near)
+            rows = rows[np.argsort(ratio[rows])][:MAX_EXAMPLES]
+            lines += [
+                f"  {q_name} {ctx.dataset.window_id[query[r]]} ~ {ref_name} {ctx.dataset.window_id[ref[nd.partner[r]]]}"
+                f": distance {nd.distance[r]:.3g} = {ratio[r]:.3f}x typical"
+                for r in rows
+            ]
+    return CheckResult(
+        CHECK,
+        "near_duplicates",
+        Status.FAIL if total else Status.PASS,
+        measured=f"{total} held-out window(s) within {frac:g}x the typical NN distance of another split"
+        + (f" (closest: {min(ratios):.3f}x)" if ratios else ""),
+        expected=f"0 windows closer than {frac:g}x the median within-train NN distance",
+        hint="remove near-copies (noisy or rescaled duplicates) before splitting" if total else "",
+        evidence=tuple(lines),
+        values={"near_duplicates": total, "closest_ratio": min(ratios) if ratios else None, **values},
+    )
+
+
+# --------------------------------------------------------------------------- overlap (provenance)
+
+
+def _bar_positions(ctx) -> tuple[np.ndarray | None, str, bool]:
+    """(bar_start in bars or None, how it was read, exact).
+
+    Bar indices are exact. Epoch-ns starts are divided by the bar length inferred as the gcd of the
+    start gaps within a source (moola.data.splits.infer_bar_ns): with strided windows that is a multiple
+    of the true bar length, so distances come out too small by that factor -- not exact.
+    """
+    ds = ctx.dataset
+    if not ds.has_provenance:
+        return None, "no source/bar_start columns", False
+    starts = ds.bar_start.astype(np.int64)
+    from moola.data.splits import EPOCH_NS_THRESHOLD, infer_bar_ns
+    from moola.errors import MoolaError
+
+    if len(starts) and np.abs(starts).max() >= EPOCH_NS_THRESHOLD:
+        try:
+            unit = infer_bar_ns(ds)
+        except MoolaError as exc:
+            return None, str(exc), False
+        how = (
+            f"epoch-ns bar_start in units of {unit} ns (the gcd of window start gaps: the bar length "
+            "or a multiple of it, so bar counts below are lower bounds on distance)"
+        )
+        return (starts - starts.min()) // unit, how, False
+    return starts, "bar_start in bars", True
+
+
+def nearest_gaps(starts: np.ndarray, source: np.ndarray, ref: np.ndarray, query: np.ndarray, length: int):
+    """Per query row: (gap in bars to the nearest same-source reference window, that window's row).
+
+    gap = |start_q - start_r| - length: negative when the windows share bars (-gap of them). inf when the
+    source has no reference window. One searchsorted per source.
+    """
+    gap = np.full(len(query), np.inf)
+    partner = np.full(len(query), -1, dtype=np.int64)
+    for src in np.unique(source[query]):
+        r = ref[source[ref] == src]
+        if len(r) == 0:
+            continue
+        order = np.argsort(starts[r], kind="stable")
+        r_sorted, s_sorted = r[order], starts[r][order]
+        q_local = np.flatnonzero(source[query] == src)
+        qs = starts[query[q_local]]
+        pos = np.searchsorted(s_sorted, qs)
+        left = np.clip(pos - 1, 0, len(r) - 1)
+        right = np.clip(pos, 0, len(r) - 1)
+        d_left, d_right = np.abs(qs - s_sorted[left]), np.abs(qs - s_sorted[right])
+        use_left = d_left <= d_right
+        gap[q_local] = np.where(use_left, d_left, d_right) - length
+        partner[q_local] = np.where(use_left, r_sorted[left], r_sorted[right])
+    return gap, partner
+
+
+def _window_overlap(ctx, content_confirms: bool = True) -> CheckResult:
+    starts, how, exact = _bar_positions(ctx)
+    if starts is None:
+        return skip(CHECK, "window_overlap", f"no usable provenance ({how}); see shared_bars")
+    length = int(ctx.dataset.X.shape[1])
+    source = ctx.dataset.source
+    total, lines, values, max_shared = 0, [f"{how}; window length {length}"], {}, 0
+    for ref_name, ref, q_name, query in _pairs(ctx):
+        gap, partner = nearest_gaps(starts, source, ref, query, length)
+        over = gap < 0
+        n = int(over.sum())
+        total += n
+        values[f"{q_name}_in_{ref_name}"] = n
+        if n:
+            shared = (-gap[over]).astype(np.int64)
+            max_shared = max(max_shared, int(shared.max()))
+            lines.append(
+                f"{n} of {len(query)} {q_name} windows share bars with a {ref_name} window "
+                f"(up to {int(shared.max())} of {length} bars)"
+            )
+            rows = np.flatnonzero(over)[:MAX_EXAMPLES]
+            lines += [
+                f"  {q_name} {ctx.dataset.window_id[query[i]]} (bar {starts[query[i]]}) overlaps {ref_name} "
+                f"{ctx.dataset.window_id[partner[i]]} (bar {starts[partner[i]]}) by {int(-gap[i])} bars"
+                for i in rows
+            ]
+    # With an inferred bar length an apparent overlap may be windows a few bars apart: FAIL only when the
+    # bars themselves confirm it (shared_bars), else WARN.
+    status = Status.PASS if not total else (Status.FAIL if exact or content_confirms else Status.WARN)
+    return CheckResult(
+        CHECK,
+        "window_overlap",
+        status,
+        measured=f"{total} held-out window(s) overlapping a window of another split in time",
+        expected="0: sliding windows that share bars must stay in one split",
+        hint="split by time with an embargo: `--split purged` (drops train windows within the embargo)"
+        if total
+        else "",
+        evidence=tuple(lines),
+        values={"overlapping": total, "max_shared_bars": max_shared, **values},
+    )
+
+
+# --------------------------------------------------------------------------- overlap (content)
+
+
+_MIX = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64
+)
+
+
+def bar_hashes(X: np.ndarray) -> np.ndarray:
+    """uint64 (N, T): a 64-bit hash of each bar's F float32 values (exact equality -> equal hash)."""
+    bits = np.ascontiguousarray(np.asarray(X, dtype=np.float32)).view(np.uint32).astype(np.uint64)
+    mix = np.resize(_MIX, bits.shape[-1])
+    with np.errstate(over="ignore"):
+        h = (bits * mix).sum(axis=-1, dtype=np.uint64)
+        h ^= h >> np.uint64(29)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(32)
+    return h
+
+
+@dataclass(frozen=True)
+class SharedBars:
+    shared: np.ndarray  # per query window: most bars shared with one reference window at one offset
+    partner: np.ndarray  # that reference window (local index), -1 if none
+    offset: np.ndarray  # query bar position minus reference bar position
+
+
+def shared_bars(
+    X_ref: np.ndarray, X_query: np.ndarray, min_shared: int = MIN_SHARED_BARS, chunk: int = 200_000
+) -> SharedBars:
+    """For each query window, the most bars it shares with a reference window at a consistent offset
+    (query bar q == reference bar q - offset), counting only pairs with >= ``min_shared`` equal bars.
+
+    Every run of >= min_shared shared bars contains a query position that is a multiple of min_shared,
+    so only those anchor bars are looked up (sorted reference hashes + searchsorted); each (query,
+    reference, offset) candidate is then verified by comparing all its aligned bars.
+    """
+    n_q, T = X_query.shape[:2]
+    best = np.zeros(n_q, dtype=np.int64)
+    partner = np.full(n_q, -1, dtype=np.int64)
+    offset = np.zeros(n_q, dtype=np.int64)
+    if len(X_ref) == 0 or n_q == 0:
+        return SharedBars(best, partner, offset)
+    H_ref, H_q = bar_hashes(X_ref), bar_hashes(X_query)
+    flat_ref = H_ref.ravel()
+    order = np.argsort(flat_ref, kind="stable")
+    sorted_ref = flat_ref[order]
+
+    anchors = np.arange(0, T, max(1, min_shared))
+    a_hash = H_q[:, anchors].ravel()
+    a_win = np.repeat(np.arange(n_q), len(anchors))
+    a_pos = np.tile(anchors, n_q)
+    lo = np.searchsorted(sorted_ref, a_hash, side="left")
+    hi = np.searchsorted(sorted_ref, a_hash, side="right")
+    counts = hi - lo
+    # A bar value repeated in very many windows (e.g. a flat market) says nothing about alignment.
+    counts[counts > 2 * T] = 0
+    if counts.sum() == 0:
+        return SharedBars(best, partner, offset)
+    rep = np.repeat(np.arange(len(counts)), counts)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    ref_flat = order[lo[rep] + within]
+    q_win, r_win = a_win[rep], ref_flat // T
+    off = a_pos[rep] - ref_flat % T
+    key = (q_win * len(X_ref) + r_win) * (2 * T) + (off + T)
+    key = np.unique(key)
+    off = key % (2 * T) - T
+    r_win = (key // (2 * T)) % len(X_ref)
+    q_win = key // (2 * T) // len(X_ref)
+
+    positions = np.arange(T)
+    for start in range(0, len(key), chunk):
+        sl = slice(start, start + chunk)
+        qw, rw, d = q_win[sl], r_win[sl], off[sl]
+        p = positions[None, :] - d[:, None]
+        valid = (p >= 0) & (p < T)
+        eq = (H_q[qw[:, None], positions[None, :]] == H_ref[rw[:, None], np.clip(p, 0, T - 1)]) & valid
+        matches = eq.sum(axis=1)
+        keep = matches >= min_shared
+        if not keep.any():
+            continue
+        qw, rw, d, matches = qw[keep], rw[keep], d[keep], matches[keep]
+        # Best candidate per query window: sort by (window, matches) and take each window's last.
+        o = np.lexsort((matches, qw))
+        last = np.r_[qw[o][1:] != qw[o][:-1], True]
+        sel = o[last]
+        better = matches[sel] > best[qw[sel]]
+        w = qw[sel][better]
+        best[w], partner[w], offset[w] = matches[sel][better], rw[sel][better], d[sel][better]
+    return SharedBars(best, partner, offset)
+
+
+def _shared_bars(ctx) -> CheckResult:
+    X = ctx.dataset.X
+    T = int(X.shape[1])
+    total, lines, values, most = 0, [], {}, 0
+    for ref_name, ref, q_name, query in _pairs(ctx):
+        sb = shared_bars(X[ref], X[query])
+        hit = sb.shared >= MIN_SHARED_BARS
+        n = int(hit.sum())
+        total += n
+        values[f"{q_name}_in_{ref_name}"] = n
+        if n:
+            most = max(most, int(sb.shared.max()))
+            lines.append(
+                f"{n} of {len(query)} {q_name} windows repeat >= {MIN_SHARED_BARS} bars of a {ref_name} window "
+                f"(up to {int(sb.shared.max())} of {T})"
+            )
+            rows = np.flatnonzero(hit)[np.argsort(-sb.shared[hit], kind="stable")][:MAX_EXAMPLES]
+            lines += [
+                f"  {q_name} {ctx.dataset.window_id[query[i]]} bars {max(0, int(sb.offset[i]))}.."
+                f"{min(T, T + int(sb.offset[i])) - 1} == {ref_name} {ctx.dataset.window_id[ref[sb.partner[i]]]}"
+                f" bars {max(0, -int(sb.offset[i]))}..{min(T, T - int(sb.offset[i])) - 1}"
+                f" ({int(sb.shared[i])} equal bars)"
+                for i in rows
+            ]
+    return CheckResult(
+        CHECK,
+        "shared_bars",
+        Status.FAIL if total else Status.PASS,
+        measured=f"{total} held-out window(s) repeating >= {MIN_SHARED_BARS} bars of another split's window",
+        expected="0: a held-out window must not contain bars the model trained on",
+        hint="windows were cut with stride < window length and split at random: split by time with an embargo"
+        " (`--split purged`)"
+        if total
+        else "",
+        evidence=tuple(lines),
+        values={"windows_sharing_bars": total, "max_shared_bars": most, **values},
+    )
+
+
+# --------------------------------------------------------------------------- temporal order
+
+
+def _temporal_order(ctx) -> CheckResult:
+    kind = ctx.split_kind
+    if kind not in ("temporal", "purged"):
+        return skip(CHECK, "temporal_order", f"split is {kind!r}, not temporal/purged")
+    starts, how, exact = _bar_positions(ctx)
+    if starts is None:
+        return skip(CHECK, "temporal_order", f"no usable provenance ({how})")
+    length = int(ctx.dataset.X.shape[1])
+    embargo = int(ctx.config.embargo_bars)
+    train, test = np.asarray(ctx.train_idx), np.asarray(ctx.test_idx)
+    # The split is global in time: every test window should start no earlier than the latest train window.
+    latest_train = starts[train].max()
+    early = test[starts[test] < latest_train]
+    gap, partner = nearest_gaps(starts, ctx.dataset.source, train, test, length)
+    finite = np.isfinite(gap)
+    min_gap = float(gap[finite].min()) if finite.any() else math.inf
+    lines = [f"{how}; embargo {embargo} bars; gap = bars strictly between two windows (negative: overlap)"]
+    if len(early):
+        lines.append(
+            f"{len(early)} of {len(test)} test windows start before the latest train window (bar {latest_train}), "
+            f"e.g. {', '.join(str(ctx.dataset.window_id[i]) for i in early[:MAX_EXAMPLES])}"
+        )
+    if finite.any():
+        i = int(np.argmin(np.where(finite, gap, np.inf)))
+        lines.append(
+            f"smallest same-source train/test gap: {min_gap:.0f} bars (test {ctx.dataset.window_id[test[i]]}, "
+            f"train {ctx.dataset.window_id[partner[i]]})"
+        )
+    too_close = int((gap < embargo).sum())
+    if len(early) or min_gap < 0:
+        status = Status.FAIL
+    elif too_close:
+        # An embargo measured in inferred units may be too strict: only exact bar counts FAIL it.
+        status = Status.FAIL if kind == "purged" and exact else Status.WARN
+    else:
+        status = Status.PASS
+    return CheckResult(
+        CHECK,
+        "temporal_order",
+        status,
+        measured=f"{len(early)} test window(s) before train; min gap {min_gap:.0f} bars; "
+        f"{too_close} test window(s) within the embargo",
+        expected=f"test after train, same-source gaps >= {embargo} bars ({kind} split)",
+        hint=""
+        if status is Status.PASS
+        else "use `--split purged` (embargo_bars) or re-cut the split so train ends before test begins",
+        evidence=tuple(lines),
+        values={
+            "test_before_train": len(early),
+            "min_gap_bars": min_gap if math.isfinite(min_gap) else None,
+            "within_embargo": too_close,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- symptoms
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n (95% for z = 1.96)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    denom = 1.0 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def _fmt_acc(acc: float, n: int) -> str:
+    lo, hi = wilson_interval(round(acc * n), n)
+    return f"{acc:.3f} [{lo:.3f}, {hi:.3f}] (n={n})"
+
+
+def _accuracy_gap(ctx, st) -> CheckResult:
+    from moola.train.metrics import majority_class
+
+    if st.error:
+        return skip(CHECK, "accuracy_gap", f"the training run failed: {st.error}")
+    gap = st.test_acc - st.train_acc
+    limit = float(ctx.thresholds.accuracy_gap)
+    lo_test, _ = wilson_interval(round(st.test_acc * st.n_test), st.n_test)
+    _, hi_train = wilson_interval(round(st.train_acc * st.n_train), st.n_train)
+    maj = majority_class(st.y_train)
+    const_train = float(np.mean(st.y_train == maj)) if st.n_train else float("nan")
+    const_test = float(np.mean(st.y_test == maj)) if st.n_test else float("nan")
+    # FAIL only when significant: even the pessimistic test accuracy beats the optimistic train accuracy.
+    significant = lo_test > hi_train
+    status = Status.PASS if gap <= limit else (Status.FAIL if significant else Status.WARN)
+    return CheckResult(
+        CHECK,
+        "accuracy_gap",
+        status,
+        measured=f"test {_fmt_acc(st.test_acc, st.n_test)} - train {_fmt_acc(st.train_acc, st.n_train)} = {gap:+.3f}",
+        expected=f"test accuracy <= train accuracy + {limit:g} (a model does not do better on unseen data)",
+        hint=""
+        if status is Status.PASS
+        else "test windows resemble training windows or the class balance differs: see the other leakage findings",
+        evidence=(
+            f"after {st.epochs} epoch(s) of {st.fit_name} on {st.n_train} train windows (95% Wilson intervals)",
+            f"always predicting train-majority class {maj} scores train {const_train:.3f} / test {const_test:.3f}",
+        ),
+        values={
+            "train_acc": st.train_acc,
+            "test_acc": st.test_acc,
+            "gap": gap,
+            "constant_test_acc": const_test,
+        },
+    )
+
+
+def _majority_baseline(ctx, st) -> CheckResult:
+    from moola.train.metrics import majority_class
+
+    if st.error:
+        return skip(CHECK, "majority_baseline", f"the training run failed: {st.error}")
+    if st.n_test == 0:
+        return skip(CHECK, "majority_baseline", "empty test set")
+    maj = majority_class(st.y_train)
+    classes = ctx.dataset.classes
+    share_test = float(np.mean(st.y_test == maj))
+    share_train = float(np.mean(st.y_train == maj))
+    best_const = float(np.bincount(st.y_test, minlength=st.n_classes).max() / st.n_test)
+    lo, hi = wilson_interval(round(st.test_acc * st.n_test), st.n_test)
+    pred_counts = np.bincount(st.pred_test, minlength=st.n_classes)
+    one_class = float(pred_counts.max() / st.n_test)
+    beats = lo > max(share_test, best_const)
+    return CheckResult(
+        CHECK,
+        "majority_baseline",
+        Status.PASS if beats else Status.WARN,
+        measured=f"test accuracy {st.test_acc:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] on {st.n_test} windows",
+        expected=f"CI above the majority-class share of the test set ({share_test:.3f}, "
+        f"'{classes[maj] if maj < len(classes) else maj}' always)",
+        hint=""
+        if beats
+        else "on this many test windows this accuracy is what always predicting one class gets: "
+        "report it next to the majority baseline",
+        evidence=(
+            f"majority class of train: '{classes[maj] if maj < len(classes) else maj}' = {share_train:.3f} of train, "
+            f"{share_test:.3f} of test; best constant guess on test {best_const:.3f}",
+            f"{one_class:.0%} of the model's test predictions are one class",
+            f"after {st.epochs} epoch(s) of {st.fit_name}",
+        ),
+        values={
+            "test_acc": st.test_acc,
+            "ci_low": lo,
+            "ci_high": hi,
+            "majority_share_test": share_test,
+            "majority_share_train": share_train,
+            "best_constant_test": best_const,
+        },
+    )
+
+
+def json_safe(value):
+    """NaN/inf -> None (strict JSON has neither), recursively through dicts, lists and tuples."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@register(CHECK)
+def check_leakage(ctx) -> list[CheckResult]:
+    from diagnostics.training import short_training
+
+    identical, masks = _identical(ctx)
+    content = _shared_bars(ctx)
+    results = [
+        identical,
+        _shared_ids(ctx),
+        _near_duplicates(ctx, masks),
+        _window_overlap(ctx, content_confirms=content.status is Status.FAIL),
+        content,
+        _temporal_order(ctx),
+    ]
+    st = short_training(ctx)
+    results += [_accuracy_gap(ctx, st), _majority_baseline(ctx, st)]
+    return [replace(r, values=json_safe(r.values)) for r in results]

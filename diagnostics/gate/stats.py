@@ -1,0 +1,333 @@
+"""Statistics for the benchmark gate, kept apart from the git/subprocess plumbing so they test alone.
+
+A timing regression is decided from per-round samples of both revisions, never from one ratio of two
+means. The gate runs the two revisions in alternating rounds (A B B A A B ...), so round i of base and
+round i of head ran back to back under the same machine conditions: they are PAIRS. On a shared machine
+the load drifts a lot between rounds (we saw the same round take 0.33 s and 0.8 s minutes apart) but
+little within one, so the paired design removes most of the noise:
+
+* one-sided Wilcoxon signed-rank test on the per-round log-ratios log(head_i / base_i) (exact null
+  distribution without ties/zeros, normal approximation with tie correction otherwise) says whether
+  head is *significantly* slower;
+* the Hodges-Lehmann estimate of the ratio (exp of the median Walsh average of the log-ratios) says by
+  *how much*, with a seeded percentile-bootstrap confidence interval (resampling rounds).
+
+A regression needs both: ``p < alpha`` and ``ratio > factor``. Significance alone would flag 1% noise
+from a long run; magnitude alone would flag one unlucky round. For unpaired samples (``paired=False``)
+the same decision uses the Mann-Whitney U test and the two-sample Hodges-Lehmann ratio.
+
+Pure numpy + stdlib (no scipy): exact null distributions are polynomial coefficients computed with
+Python integers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+Alternative = Literal["greater", "less"]
+Verdict = Literal["regression", "improvement", "unchanged"]
+
+# Above this many (n1 * n2) pairs the exact distribution is still cheap, but the normal approximation is
+# already accurate to the third decimal; the cap only bounds the polynomial size.
+_EXACT_MAX_PAIRS = 10_000
+
+
+@dataclass(frozen=True)
+class TestResult:
+    statistic: float  # U (Mann-Whitney) or W+ (Wilcoxon signed-rank)
+    p_value: float
+    exact: bool
+
+    @property
+    def u(self) -> float:
+        return self.statistic
+
+
+MannWhitney = TestResult  # the name the first version used
+
+
+def _u_distribution(n1: int, n2: int) -> list[int]:
+    """Counts of each U value 0..n1*n2 over all C(n1+n2, n1) rank arrangements (no ties).
+
+    These are the coefficients of the Gaussian binomial [n1+n2 choose n1]_q
+    = prod_{i=1..n1} (1 - q^(n2+i)) / (1 - q^i), multiplied out exactly with Python ints.
+    """
+    size = n1 * n2 + 1
+    poly = [0] * size
+    poly[0] = 1
+    for i in range(1, n1 + 1):
+        a = n2 + i
+        # multiply by (1 - q^a), truncated: degrees above n1*n2 cancel in the final quotient
+        for k in range(size - 1, a - 1, -1):
+            poly[k] -= poly[k - a]
+        # divide by (1 - q^i): c[k] = p[k] + c[k - i]  (exact polynomial division)
+        for k in range(i, size):
+            poly[k] += poly[k - i]
+    return poly
+
+
+def mann_whitney_u(
+    x: Sequence[float], y: Sequence[float], alternative: Alternative = "greater"
+) -> TestResult:
+    """One-sided Mann-Whitney U test; ``alternative="greater"``: x tends to be larger than y."""
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.asarray(y, dtype=np.float64)
+    n1, n2 = xa.size, ya.size
+    if n1 == 0 or n2 == 0:
+        raise ValueError("mann_whitney_u needs two non-empty samples")
+    if not (np.isfinite(xa).all() and np.isfinite(ya).all()):
+        raise ValueError("mann_whitney_u needs finite samples")
+    diff = xa[:, None] - ya[None, :]
+    u = float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+    u_alt = u if alternative == "greater" else n1 * n2 - u  # statistic whose large values favour H1
+
+    pooled = np.concatenate([xa, ya])
+    _, tie_counts = np.unique(pooled, return_counts=True)
+    has_ties = bool((tie_counts > 1).any())
+    if not has_ties and n1 * n2 <= _EXACT_MAX_PAIRS:
+        counts = _u_distribution(n1, n2)
+        total = math.comb(n1 + n2, n1)
+        k = round(u_alt)  # integer when there are no ties
+        p = sum(counts[k:]) / total
+        return TestResult(statistic=u, p_value=float(min(1.0, p)), exact=True)
+
+    n = n1 + n2
+    mean = n1 * n2 / 2.0
+    tie_term = float(((tie_counts**3) - tie_counts).sum())
+    var = n1 * n2 / 12.0 * ((n + 1) - tie_term / (n * (n - 1)))
+    if var <= 0:  # every value identical: no evidence either way
+        return TestResult(statistic=u, p_value=1.0, exact=False)
+    z = (u_alt - mean - 0.5) / math.sqrt(var)  # continuity correction towards the null
+    p = 0.5 * math.erfc(z / math.sqrt(2.0))
+    return TestResult(statistic=u, p_value=float(min(1.0, max(0.0, p))), exact=False)
+
+
+def _signed_rank_distribution(n: int) -> list[int]:
+    """Counts of each W+ value 0..n(n+1)/2 over the 2^n sign assignments: coefficients of prod (1 + q^k)."""
+    size = n * (n + 1) // 2 + 1
+    poly = [0] * size
+    poly[0] = 1
+    for k in range(1, n + 1):
+        for w in range(size - 1, k - 1, -1):
+            poly[w] += poly[w - k]
+    return poly
+
+
+def wilcoxon_signed_rank(d: Sequence[float], alternative: Alternative = "greater") -> TestResult:
+    """One-sided Wilcoxon signed-rank test that the differences ``d`` are centred above (below) zero.
+
+    Zero differences are dropped (Wilcoxon's convention); exact null distribution when the remaining
+    |d| have no ties, normal approximation with tie and continuity correction otherwise.
+    """
+    da = np.asarray(d, dtype=np.float64)
+    if da.size == 0 or not np.isfinite(da).all():
+        raise ValueError("wilcoxon_signed_rank needs finite differences")
+    da = da[da != 0]
+    n = da.size
+    if n == 0:
+        return TestResult(statistic=0.0, p_value=1.0, exact=False)
+    absd = np.abs(da)
+    order = absd.argsort(kind="stable")
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.arange(1, n + 1)
+    _, inverse, tie_counts = np.unique(absd, return_inverse=True, return_counts=True)
+    if (tie_counts > 1).any():  # average ranks within ties
+        sums = np.bincount(inverse, weights=ranks)
+        ranks = (sums / tie_counts)[inverse]
+    w_plus = float(ranks[da > 0].sum())
+    total = n * (n + 1) / 2.0
+    w_alt = w_plus if alternative == "greater" else total - w_plus
+    if not (tie_counts > 1).any() and n <= 60:
+        counts = _signed_rank_distribution(n)
+        k = round(w_alt)
+        p = sum(counts[k:]) / 2**n
+        return TestResult(statistic=w_plus, p_value=float(min(1.0, p)), exact=True)
+    mean = total / 2.0
+    var = n * (n + 1) * (2 * n + 1) / 24.0 - float(((tie_counts**3) - tie_counts).sum()) / 48.0
+    if var <= 0:
+        return TestResult(statistic=w_plus, p_value=1.0, exact=False)
+    z = (w_alt - mean - 0.5) / math.sqrt(var)
+    p = 0.5 * math.erfc(z / math.sqrt(2.0))
+    return TestResult(statistic=w_plus, p_value=float(min(1.0, max(0.0, p))), exact=False)
+
+
+def paired_log_ratios(base: Sequence[float], head: Sequence[float]) -> np.ndarray:
+    b = np.asarray(base, dtype=np.float64)
+    h = np.asarray(head, dtype=np.float64)
+    if b.shape != h.shape:
+        raise ValueError(f"paired samples need equal lengths (base {b.size}, head {h.size})")
+    return np.log(h) - np.log(b)
+
+
+def paired_hodges_lehmann_ratio(base: Sequence[float], head: Sequence[float]) -> float:
+    """exp(median of the Walsh averages (r_i + r_j) / 2, i <= j, of the per-round log-ratios r)."""
+    r = paired_log_ratios(base, head)
+    i, j = np.triu_indices(r.size)
+    return float(np.exp(np.median((r[i] + r[j]) / 2.0)))
+
+
+def bootstrap_paired_ratio_ci(
+    base: Sequence[float],
+    head: Sequence[float],
+    confidence: float = 0.95,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the median per-round ratio head_i / base_i, resampling rounds."""
+    r = paired_log_ratios(base, head)
+    rng = np.random.default_rng(seed)
+    meds = np.median(r[rng.integers(0, r.size, size=(n_boot, r.size))], axis=1)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(meds, [tail, 1.0 - tail])
+    return float(np.exp(lo)), float(np.exp(hi))
+
+
+def hodges_lehmann_ratio(base: Sequence[float], head: Sequence[float]) -> float:
+    """Median of all pairwise ratios head_i / base_j (the HL shift estimate on the log scale)."""
+    b = np.log(np.asarray(base, dtype=np.float64))
+    h = np.log(np.asarray(head, dtype=np.float64))
+    return float(np.exp(np.median(h[:, None] - b[None, :])))
+
+
+def bootstrap_ratio_ci(
+    base: Sequence[float],
+    head: Sequence[float],
+    confidence: float = 0.95,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of median(head) / median(base), resampling each side independently."""
+    b = np.asarray(base, dtype=np.float64)
+    h = np.asarray(head, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    b_med = np.median(b[rng.integers(0, b.size, size=(n_boot, b.size))], axis=1)
+    h_med = np.median(h[rng.integers(0, h.size, size=(n_boot, h.size))], axis=1)
+    ratios = h_med / b_med
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(ratios, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class TimingComparison:
+    name: str
+    n_base: int
+    n_head: int
+    base_median: float
+    head_median: float
+    ratio: float  # Hodges-Lehmann estimate of head / base
+    ci_low: float  # bootstrap CI of the ratio (paired: median per-round ratio; else ratio of medians)
+    ci_high: float
+    p_slower: float  # one-sided test: head slower than base
+    p_faster: float  # one-sided test: head faster than base
+    factor: float
+    alpha: float
+    verdict: Verdict
+    test: str = "wilcoxon-signed-rank (paired rounds)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_timings(
+    name: str,
+    base: Sequence[float],
+    head: Sequence[float],
+    factor: float = 1.10,
+    alpha: float = 0.01,
+    seed: int = 0,
+    paired: bool = True,
+) -> TimingComparison:
+    """Decide regression / improvement / unchanged for two samples of per-round seconds.
+
+    regression  : head significantly slower (p < alpha) AND estimated ratio > factor
+    improvement : head significantly faster AND estimated ratio < 1 / factor
+    ``paired=True`` (the gate's interleaved rounds): Wilcoxon signed-rank on log(head_i / base_i);
+    ``paired=False``: Mann-Whitney U on the two samples.
+    """
+    if factor <= 1.0:
+        raise ValueError(f"factor must be > 1 (got {factor})")
+    b = np.asarray(base, dtype=np.float64)
+    h = np.asarray(head, dtype=np.float64)
+    if b.size < 2 or h.size < 2:
+        raise ValueError("compare_timings needs at least 2 samples per side")
+    if (b <= 0).any() or (h <= 0).any() or not (np.isfinite(b).all() and np.isfinite(h).all()):
+        raise ValueError("timings must be positive, finite seconds")
+    if paired:
+        r = paired_log_ratios(b, h)
+        slower = wilcoxon_signed_rank(r, "greater")
+        faster = wilcoxon_signed_rank(r, "less")
+        ratio = paired_hodges_lehmann_ratio(b, h)
+        lo, hi = bootstrap_paired_ratio_ci(b, h, seed=seed)
+        test = "wilcoxon-signed-rank (paired rounds)"
+    else:
+        slower = mann_whitney_u(h, b, "greater")
+        faster = mann_whitney_u(h, b, "less")
+        ratio = hodges_lehmann_ratio(b, h)
+        lo, hi = bootstrap_ratio_ci(b, h, seed=seed)
+        test = "mann-whitney-u"
+    verdict: Verdict = "unchanged"
+    if slower.p_value < alpha and ratio > factor:
+        verdict = "regression"
+    elif faster.p_value < alpha and ratio < 1.0 / factor:
+        verdict = "improvement"
+    return TimingComparison(
+        name=name,
+        n_base=int(b.size),
+        n_head=int(h.size),
+        base_median=float(np.median(b)),
+        head_median=float(np.median(h)),
+        ratio=ratio,
+        ci_low=lo,
+        ci_high=hi,
+        p_slower=slower.p_value,
+        p_faster=faster.p_value,
+        factor=factor,
+        alpha=alpha,
+        verdict=verdict,
+        test=test,
+    )
+
+
+@dataclass(frozen=True)
+class CounterComparison:
+    name: str
+    base: float | None
+    head: float | None
+    verdict: Literal["regression", "improvement", "unchanged", "missing"]
+
+    @property
+    def change(self) -> float | None:
+        if self.base is None or self.head is None or self.base == 0:
+            return None
+        return self.head / self.base - 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "change": self.change}
+
+
+def compare_counters(base: dict[str, float], head: dict[str, float]) -> list[CounterComparison]:
+    """Deterministic counters compare EXACTLY: any increase is a regression.
+
+    A counter the base has but the head lacks is "missing" (the gate fails closed on it); one only the
+    head has is new and reported as unchanged with base=None.
+    """
+    out: list[CounterComparison] = []
+    for name in sorted(set(base) | set(head)):
+        b, h = base.get(name), head.get(name)
+        if h is None:
+            out.append(CounterComparison(name, b, None, "missing"))
+        elif b is None:
+            out.append(CounterComparison(name, None, h, "unchanged"))
+        elif h > b:
+            out.append(CounterComparison(name, b, h, "regression"))
+        elif h < b:
+            out.append(CounterComparison(name, b, h, "improvement"))
+        else:
+            out.append(CounterComparison(name, b, h, "unchanged"))
+    return out
