@@ -1,0 +1,438 @@
+"""Data integrity on the raw windows and on the features the model actually consumes.
+
+The loader already rejects most bad files, so the functions here take plain arrays as well: the same
+checks catch an object/float64/NaN array built in a notebook or produced by a feature transform.
+Everything is vectorized (one pass of numpy per property, duplicate rows by hashing bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from diagnostics.registry import register
+from diagnostics.result import CheckResult, Status
+
+if TYPE_CHECKING:
+    from diagnostics.context import DiagContext
+
+CHECK = "data"
+WINDOW_LENGTH = 105
+MIN_CLASS_SHARE = 0.10
+MAX_ROWS_SHOWN = 5
+
+
+def _ids(rows: np.ndarray, window_id: np.ndarray | None, limit: int = MAX_ROWS_SHOWN) -> str:
+    rows = np.asarray(rows)[:limit]
+    shown = ", ".join(
+        f"row {int(r)}" + (f" ({window_id[int(r)]})" if window_id is not None else "") for r in rows
+    )
+    return shown
+
+
+def _ragged_lengths(X: np.ndarray) -> list[int] | None:
+    """Row lengths of an object array of sequences, or None when its elements are not sequences."""
+    flat = X.reshape(-1)
+    try:
+        return sorted({len(item) for item in flat[: min(len(flat), 10_000)]})  # lengths, not values
+    except TypeError:
+        return None
+
+
+def inspect_layout(
+    X: Any,
+    label: str,
+    expected_T: int | None = WINDOW_LENGTH,
+    expected_F: int | None = None,
+    feature_set: str | None = None,
+) -> CheckResult:
+    """dtype (float32 expected), shape (N, T, F) with T == expected_T and F == expected_F."""
+    X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    name = f"{label}.layout"
+    expected = f"float32 (N, {expected_T or 'T'}, {expected_F or 'F'})"
+    values: dict[str, Any] = {"dtype": str(X.dtype), "shape": list(X.shape)}
+    if X.dtype == object:
+        lengths = _ragged_lengths(X)
+        ragged = lengths is not None and len(lengths) > 1
+        measured = f"object dtype {X.shape}" + (f", ragged rows (lengths {lengths[:6]})" if ragged else "")
+        return CheckResult(
+            CHECK,
+            name,
+            Status.FAIL,
+            measured,
+            expected,
+            hint="build X with np.stack(windows).astype(np.float32) after making every window "
+            f"{expected_T or 'T'} bars long (object arrays are copied element by element and cannot go to torch)",
+            evidence=(f"dtype object, shape {X.shape}",),
+            values={**values, "ragged_lengths": lengths},
+        )
+    if not np.issubdtype(X.dtype, np.floating):
+        return CheckResult(
+            CHECK,
+            name,
+            Status.FAIL,
+            f"{X.dtype} {X.shape}",
+            expected,
+            hint="prices and features are real numbers: cast with X.astype(np.float32) (integer prices lose "
+            "ratios; bool/str means the wrong column was read)",
+            values=values,
+        )
+    if X.ndim != 3:
+        return CheckResult(
+            CHECK,
+            name,
+            Status.FAIL,
+            f"{X.dtype} {X.shape} ({X.ndim}-d)",
+            expected,
+            hint="stack windows as (N, T, F): one row per window, one column per bar, one channel per feature",
+            values=values,
+        )
+    n, t, f = X.shape
+    problems: list[tuple[Status, str, str]] = []  # (status, evidence, hint)
+    if expected_T is not None and t != expected_T:
+        problems.append(
+            (
+                Status.FAIL,
+                f"T = {t} bars per window, expected {expected_T}",
+                f"cut windows to exactly {expected_T} bars (moola.data.windowing.make_windows)",
+            )
+        )
+    if expected_F is not None and f != expected_F:
+        if f == 4 and expected_F != 4:
+            hint = (
+                f"the model wants {expected_F} features ({feature_set or 'its feature set'}), not raw OHLC: "
+                f"X = moola.features.transform(X_ohlc, {feature_set or '...'!r})"
+            )
+        else:
+            hint = f"feed the model its feature set ({feature_set or '?'}: {expected_F} dims) or rebuild it with n_features={f}"
+        problems.append((Status.FAIL, f"F = {f} features per bar, the model expects {expected_F}", hint))
+    if X.dtype != np.float32:
+        problems.append(
+            (
+                Status.WARN,
+                f"dtype {X.dtype}: {X.nbytes / 2**20:.2f} MiB vs {X.size * 4 / 2**20:.2f} MiB as float32",
+                "cast once with X.astype(np.float32): float64 doubles memory and torch's float32 LSTM rejects "
+                "Double inputs (or silently upcasts the model)",
+            )
+        )
+    if not X.flags.c_contiguous:
+        problems.append((Status.WARN, "array is not C-contiguous", "np.ascontiguousarray(X) before batching"))
+    status = max((p[0] for p in problems), key=lambda s: s.severity, default=Status.PASS)
+    worst_hint = next((p[2] for p in problems if p[0] is status), "")
+    return CheckResult(
+        CHECK,
+        name,
+        status,
+        f"{X.dtype} ({n}, {t}, {f})",
+        expected,
+        hint=worst_hint,
+        evidence=tuple(p[1] for p in problems),
+        values=values,
+    )
+
+
+def inspect_finite(X: np.ndarray, label: str, window_id: np.ndarray | None = None) -> CheckResult:
+    """NaN / +-inf anywhere: count, and the first offending windows and bars."""
+    name = f"{label}.finite"
+    bad = ~np.isfinite(X)
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return CheckResult(CHECK, name, Status.PASS, f"0 NaN/inf in {X.size:,} values", "0 NaN/inf")
+    n_nan = int(np.isnan(X).sum())
+    bad_rows = np.flatnonzero(bad.reshape(len(X), -1).any(axis=1))
+    first = np.argwhere(bad)[:MAX_ROWS_SHOWN]
+    evidence = [f"{len(bad_rows)} window(s) affected: {_ids(bad_rows, window_id)}"]
+    evidence += [f"window {r[0]}, bar {r[1]}, feature {r[2]}: {X[tuple(r)]}" for r in first]
+    return CheckResult(
+        CHECK,
+        name,
+        Status.FAIL,
+        f"{n_nan:,} NaN + {n_bad - n_nan:,} inf in {len(bad_rows)} window(s)",
+        "0 NaN/inf",
+        hint="drop or repair those windows before training: one NaN turns every loss and gradient into NaN",
+        evidence=tuple(evidence),
+        values={"nan": n_nan, "inf": n_bad - n_nan, "rows": bad_rows[:100].tolist()},
+    )
+
+
+def inspect_labels(y: np.ndarray, n_classes: int, window_id: np.ndarray | None = None) -> CheckResult:
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.integer):
+        return CheckResult(
+            CHECK,
+            "labels",
+            Status.FAIL,
+            f"labels dtype {y.dtype}",
+            f"integer class indices in [0, {n_classes})",
+            hint="encode labels as int64 indices into the class list",
+        )
+    out = np.flatnonzero((y < 0) | (y >= n_classes))
+    if len(out):
+        return CheckResult(
+            CHECK,
+            "labels",
+            Status.FAIL,
+            f"{len(out)} label(s) outside [0, {n_classes})",
+            f"integer class indices in [0, {n_classes})",
+            hint="labels must index the class list; re-encode them",
+            evidence=(_ids(out, window_id),),
+        )
+    return CheckResult(
+        CHECK, "labels", Status.PASS, f"{len(y)} labels in [0, {n_classes})", f"in [0, {n_classes})"
+    )
+
+
+def inspect_pointers(pointers: np.ndarray, T: int, window_id: np.ndarray | None = None) -> CheckResult:
+    """Pattern pointers [start, end]: integer bars with 0 <= start <= end <= T - 1."""
+    expected = f"0 <= start <= end <= {T - 1}"
+    p = np.asarray(pointers)
+    if p.ndim != 2 or p.shape[1] != 2:
+        return CheckResult(
+            CHECK,
+            "pointers",
+            Status.FAIL,
+            f"shape {p.shape}",
+            f"(N, 2) {expected}",
+            hint="pointers are [start, end] per window",
+        )
+    if not np.issubdtype(p.dtype, np.integer):
+        return CheckResult(
+            CHECK,
+            "pointers",
+            Status.FAIL,
+            f"dtype {p.dtype}",
+            f"integer bars, {expected}",
+            hint="pointers are bar indices (int64), not fractions",
+        )
+    bad = np.flatnonzero((p[:, 0] < 0) | (p[:, 1] > T - 1) | (p[:, 0] > p[:, 1]))
+    if len(bad):
+        ev = [f"{_ids(bad, window_id)}"] + [
+            f"row {int(r)}: [{p[r, 0]}, {p[r, 1]}]" for r in bad[:MAX_ROWS_SHOWN]
+        ]
+        return CheckResult(
+            CHECK,
+            "pointers",
+            Status.FAIL,
+            f"{len(bad)} of {len(p)} pointer pairs invalid",
+            expected,
+            hint="fix the annotations: pointers are bar indices inside the window, start before end",
+            evidence=tuple(ev),
+            values={"invalid_rows": bad[:100].tolist()},
+        )
+    return CheckResult(CHECK, "pointers", Status.PASS, f"{len(p)} pairs valid", expected)
+
+
+def inspect_arrays(
+    X: Any,
+    y: np.ndarray | None = None,
+    *,
+    label: str = "raw",
+    n_classes: int | None = None,
+    pointers: np.ndarray | None = None,
+    window_id: np.ndarray | None = None,
+    expected_T: int | None = WINDOW_LENGTH,
+    expected_F: int | None = None,
+    feature_set: str | None = None,
+) -> list[CheckResult]:
+    """All array-level findings for one representation (raw OHLC or model features)."""
+    layout = inspect_layout(X, label, expected_T=expected_T, expected_F=expected_F, feature_set=feature_set)
+    results = [layout]
+    X = np.asarray(X)
+    if X.dtype != object and np.issubdtype(X.dtype, np.number):
+        results.append(inspect_finite(X, label, window_id))
+    if y is not None:
+        results.append(
+            inspect_labels(y, n_classes if n_classes is not None else int(np.max(y)) + 1, window_id)
+        )
+    if pointers is not None and X.ndim == 3:
+        results.append(inspect_pointers(pointers, X.shape[1], window_id))
+    return results
+
+
+def class_balance(
+    y: np.ndarray,
+    classes: Sequence[str],
+    splits: Mapping[str, np.ndarray],
+    min_share: float = MIN_CLASS_SHARE,
+) -> CheckResult:
+    """Per split: class counts, minority share, imbalance ratio; WARN if a class is < min_share or absent."""
+    k = len(classes)
+    evidence, problems = [], []
+    shares: dict[str, float] = {}
+    ratios: dict[str, float] = {}
+    for split, idx in splits.items():
+        counts = np.bincount(np.asarray(y)[idx], minlength=k)[:k]
+        total = int(counts.sum())
+        if total == 0:
+            continue
+        share = counts / total
+        shares[split] = float(share.min())
+        ratios[split] = float(counts.max() / counts.min()) if counts.min() > 0 else float("inf")
+        evidence.append(
+            f"{split}: "
+            + ", ".join(f"{c} {n} ({s:.0%})" for c, n, s in zip(classes, counts, share, strict=True))
+        )
+        for c, n, s in zip(classes, counts, share, strict=True):
+            if n == 0:
+                problems.append(f"{split} has no {c!r} windows")
+            elif s < min_share:
+                problems.append(f"{split}: {c!r} is {s:.1%} of {total}")
+    measured = "; ".join(
+        f"{s} minority {shares[s]:.0%}" + (f" (ratio {ratios[s]:.1f}:1)" if np.isfinite(ratios[s]) else "")
+        for s in shares
+    )
+    status = Status.WARN if problems else Status.PASS
+    hint = ""
+    if problems:
+        hint = (
+            "stratify the split and weight the loss by inverse class frequency (or collect more "
+            f"windows of the rare class): {problems[0]}"
+        )
+    return CheckResult(
+        CHECK,
+        "class_balance",
+        status,
+        measured or "no labeled windows",
+        f"every class >= {min_share:.0%} of every split",
+        hint=hint,
+        evidence=tuple(problems + evidence),
+        values={
+            "minority_share": shares,
+            "imbalance_ratio": {s: r for s, r in ratios.items() if np.isfinite(r)},
+        },
+    )
+
+
+def row_hashes(X: np.ndarray) -> np.ndarray:
+    """One opaque void scalar per window: the bytes of its float32 values (equal bytes <=> identical)."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    return X.reshape(len(X), -1).view(np.dtype((np.void, X[0].nbytes if len(X) else 4))).ravel()
+
+
+def duplicate_groups(X: np.ndarray) -> list[np.ndarray]:
+    """Groups (row index arrays, size >= 2) of byte-identical windows."""
+    if len(X) < 2:
+        return []
+    _, inverse, counts = np.unique(row_hashes(X), return_inverse=True, return_counts=True)
+    dup_keys = np.flatnonzero(counts > 1)
+    if not len(dup_keys):
+        return []
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    return [order[starts[key] : starts[key + 1]] for key in dup_keys]
+
+
+def duplicates_within(
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Mapping[str, np.ndarray],
+    window_id: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
+) -> CheckResult:
+    """Byte-identical windows inside one split (cross-split duplicates are the leakage check's job)."""
+    evidence: list[str] = []
+    n_dup = n_conflict = 0
+    per_split: dict[str, int] = {}
+    for split, idx in splits.items():
+        idx = np.asarray(idx)
+        groups = duplicate_groups(X[idx])
+        per_split[split] = int(sum(len(g) - 1 for g in groups))
+        n_dup += per_split[split]
+        for g in groups:
+            rows = idx[g]
+            labels = np.unique(y[rows])
+            conflict = len(labels) > 1
+            n_conflict += int(conflict)
+            if len(evidence) < MAX_ROWS_SHOWN * 2:
+                names = [classes[int(v)] if classes is not None else str(v) for v in y[rows]]
+                evidence.append(
+                    f"{split}: {_ids(rows, window_id)} identical"
+                    + (f", labels {names} CONFLICT" if conflict else f", label {names[0]}")
+                )
+    if n_dup == 0:
+        sizes = ", ".join(f"{s} {len(i)}" for s, i in splits.items())
+        return CheckResult(
+            CHECK, "duplicates", Status.PASS, f"0 duplicate windows ({sizes})", "0 within a split"
+        )
+    status = Status.FAIL if n_conflict else Status.WARN
+    return CheckResult(
+        CHECK,
+        "duplicates",
+        status,
+        f"{n_dup} extra cop{'y' if n_dup == 1 else 'ies'} of identical windows"
+        + (f", {n_conflict} group(s) with conflicting labels" if n_conflict else ""),
+        "0 within a split",
+        hint=(
+            "identical windows with different labels cannot both be right: fix the annotations"
+            if n_conflict
+            else "de-duplicate before splitting: copies over-weight those windows and inflate accuracy"
+        ),
+        evidence=tuple(evidence),
+        values={"duplicates": per_split, "conflicting_groups": n_conflict},
+    )
+
+
+def _splits(ctx: DiagContext) -> dict[str, np.ndarray]:
+    out = {"train": ctx.train_idx, "test": ctx.test_idx}
+    if ctx.val_idx is not None:
+        out["val"] = ctx.val_idx
+    return out
+
+
+def model_input(ctx: DiagContext) -> tuple[str, int]:
+    """The model's feature set and the input width the built model actually has."""
+    from moola.models import get_model, get_spec
+
+    spec = get_spec(ctx.model_name)
+    n_classes = ctx.dataset.n_classes
+    model = ctx.memo(
+        f"params:model:{ctx.model_name}:{n_classes}", lambda: get_model(ctx.model_name, n_classes=n_classes)
+    )
+    width = getattr(getattr(model, "encoder", None), "input_size", None)
+    if width is None:  # a model without an LSTM encoder: trust the registry
+        from moola.features import FEATURE_SETS
+
+        width = len(FEATURE_SETS[spec.feature_set])
+    return spec.feature_set, int(width)
+
+
+@register("data")
+def check_data(ctx: DiagContext) -> list[CheckResult]:
+    from moola.errors import MoolaError
+    from moola.features import transform
+
+    ds = ctx.dataset
+    results = inspect_arrays(
+        ds.X,
+        ds.y,
+        label="raw",
+        n_classes=ds.n_classes,
+        pointers=ds.pointers,
+        window_id=ds.window_id,
+        expected_F=4,
+        feature_set="ohlc4",
+    )
+    feature_set, width = model_input(ctx)
+    try:
+        feats = ctx.memo(f"features:{feature_set}", lambda: transform(ds.X, feature_set))
+    except MoolaError as err:
+        results.append(
+            CheckResult(
+                CHECK,
+                "features.layout",
+                Status.FAIL,
+                f"{feature_set} cannot be computed: {err}",
+                f"float32 (N, {WINDOW_LENGTH}, {width})",
+                hint="repair or drop the offending window (prices must be finite and > 0 for log ratios)",
+            )
+        )
+    else:
+        results += inspect_arrays(
+            feats, label="features", expected_F=width, feature_set=feature_set, window_id=ds.window_id
+        )
+    splits = _splits(ctx)
+    results.append(class_balance(ds.y, ds.classes, splits))
+    results.append(duplicates_within(ds.X, ds.y, splits, ds.window_id, ds.classes))
+    return results

@@ -1,0 +1,204 @@
+"""The ``moola-diag`` command line: parse options, call ``diagnostics.commands.run``, render.
+
+Only typer and the torch-free diagnostics modules are imported here, so ``moola-diag --help`` is instant;
+data, models and torch load inside the commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from diagnostics.commands import Options
+from diagnostics.registry import CHECK_ORDER
+from moola.clitools import run_app, set_debug, state, user_errors
+
+PROG = "moola-diag"
+
+app = typer.Typer(
+    name=PROG,
+    help="Catch moola's known failure modes automatically: each finding prints what was measured, what "
+    "this model, data and machine should give, the evidence, and a one-line fix. "
+    "Exit 0: nothing FAILs; 1: a check FAILs; 2: bad input or options.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CHECK_HELP = {
+    "config": "Training configuration: default/selected model not legacy; batch size, steps per epoch and "
+    "learning rate sane for the dataset size.",
+    "params": "Trainable parameters per training sample vs thresholds, per-layer breakdown, and the "
+    "registered model that fits the data.",
+    "data": "Raw windows and the model's features: dtype, NaN/inf, shapes, feature width vs the model, "
+    "class balance, pointers, duplicate windows.",
+    "leakage": "Train/test leakage: identical and near-duplicate windows across the split, overlapping "
+    "bars, and its symptoms after a short training run.",
+    "sanity": "Short training run: the model learns, beats the majority class, and each epoch takes a time "
+    "consistent with the machine's measured speed.",
+    "gpu": "GPU use during a short training burst: device, memory vs the analytic footprint, "
+    "utilization, and whether parameters and batches are on the GPU (SKIP without a GPU).",
+}
+
+# --- the shared options (one definition, used by every check command) -------------------------------
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Labeled windows parquet to diagnose, split with --split. Default: the embedded synthetic "
+        "174-window set.",
+        dir_okay=False,
+    ),
+]
+TrainOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--train", help="Training windows parquet (use with --test; not with --data).", dir_okay=False
+    ),
+]
+TestOpt = Annotated[
+    Path | None,
+    typer.Option("--test", help="Test windows parquet (use with --train).", dir_okay=False),
+]
+ValOpt = Annotated[
+    Path | None,
+    typer.Option("--val", help="Optional validation windows parquet (with --train/--test).", dir_okay=False),
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--split",
+        help="How to split --data or the default set: random | temporal | purged. Default: random.",
+        metavar="KIND",
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Registered model to diagnose (see `moola models`). Default: the moola CLI's default model.",
+        metavar="NAME",
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="Where training checks run: auto | cpu | cuda.", metavar="DEVICE"),
+]
+FitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fit",
+        help="Your training function as MODULE:FUNC, called FUNC(model, X, y, epochs, device) with X a "
+        "float32 tensor (N, T, F) and y a long tensor (N,). Default: moola's built-in trainer.",
+        metavar="MODULE:FUNC",
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the split and the checks' training runs.")]
+JsonOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--json", help="Also write the JSON report (schema-versioned) to this file.", dir_okay=False
+    ),
+]
+ReportDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--report-dir",
+        help="Directory for report.json (schema-versioned) and report.md (PR-comment summary), each "
+        "written atomically.",
+        file_okay=False,
+    ),
+]
+DebugOpt = Annotated[
+    bool,
+    typer.Option("--debug", help="Show tracebacks: user errors and crashing checks re-raise instead."),
+]
+
+CommandFn = Callable[..., None]
+
+
+def _execute(names: Sequence[str], options: Options) -> int:
+    """Run the checks, print the table and verdict; the exit code is 1 if anything FAILs."""
+    from rich.console import Console
+
+    from diagnostics.commands import run
+    from diagnostics.render import print_report
+
+    outcome = run(options, names)
+    # Wide enough for the six columns when stdout is not a terminal (CI logs, pipes).
+    console = Console(width=None if Console().is_terminal else 160)
+    print_report(outcome.results, outcome.meta, console)
+    for path in outcome.written:
+        console.print(f"wrote {path}")
+    return outcome.exit_code
+
+
+def _make_command(names: tuple[str, ...]) -> CommandFn:
+    """One command function per check (or check-all) over the shared options."""
+
+    @user_errors(PROG)
+    def command(
+        data: DataOpt = None,
+        train: TrainOpt = None,
+        test: TestOpt = None,
+        val: ValOpt = None,
+        split: SplitOpt = None,
+        model: ModelOpt = None,
+        device: DeviceOpt = "auto",
+        fit: FitOpt = None,
+        seed: SeedOpt = 0,
+        json_path: JsonOpt = None,
+        report_dir: ReportDirOpt = Path("reports"),
+        debug: DebugOpt = False,
+    ) -> None:
+        set_debug(state.debug or debug)
+        options = Options(
+            data=data,
+            train=train,
+            test=test,
+            val=val,
+            split=split,
+            model=model,
+            device=device,
+            fit=fit,
+            seed=seed,
+            json_path=json_path,
+            report_dir=report_dir,
+            debug=state.debug,
+        )
+        code = _execute(names, options)
+        if code:
+            raise typer.Exit(code)
+
+    return command
+
+
+@app.callback()
+def _root(debug: DebugOpt = False) -> None:
+    set_debug(debug)
+
+
+app.command(
+    "check-all",
+    help="Run every check (" + ", ".join(CHECK_ORDER) + ") and print one table; exit 1 if any FAILs.",
+)(_make_command(CHECK_ORDER))
+for _name in CHECK_ORDER:
+    app.command(_name, help=CHECK_HELP[_name])(_make_command((_name,)))
+
+try:  # the benchmark gate lives with the bench helper; the CLI works without it
+    from diagnostics.gate.cli import gate_command
+except ImportError:
+    gate_command = None
+if gate_command is not None:
+    app.command("gate")(gate_command)
+
+
+def main() -> None:
+    run_app(app, PROG)
+
+
+if __name__ == "__main__":
+    main()

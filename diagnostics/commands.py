@@ -1,0 +1,153 @@
+"""What a moola-diag command does, without typer: options -> context -> checks -> results + meta.
+
+The CLI only parses and renders; tests and other tools call ``run`` / ``run_checks`` directly.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from diagnostics.registry import CHECK_ORDER, get_check
+from diagnostics.result import CheckResult, Status
+from moola.errors import MoolaError
+
+if TYPE_CHECKING:
+    from diagnostics.context import DiagContext
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options every moola-diag check command shares."""
+
+    data: Path | None = None
+    train: Path | None = None
+    test: Path | None = None
+    val: Path | None = None
+    split: str | None = None
+    model: str | None = None
+    device: str = "auto"
+    fit: str | None = None
+    seed: int = 0
+    json_path: Path | None = None
+    report_dir: Path | None = None
+    debug: bool = False
+
+
+@dataclass
+class RunOutcome:
+    results: list[CheckResult]
+    meta: dict[str, Any]
+    written: list[Path]
+
+    @property
+    def exit_code(self) -> int:
+        from diagnostics.result import exit_code
+
+        return exit_code(self.results)
+
+
+def crash_result(name: str, exc: BaseException) -> CheckResult:
+    """A check that raised is a FAIL naming the exception: a crashed check proves nothing (fail closed)."""
+    # The innermost frame in real source (not importlib's frozen internals) is where to look.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    lines = [line.rstrip() for line in traceback.format_exception_only(type(exc), exc) if line.strip()]
+    evidence = (*lines, f"raised at {where} (rerun with --debug for the traceback)")
+    return CheckResult(
+        check=name,
+        name="crashed",
+        status=Status.FAIL,
+        measured=f"check raised {type(exc).__name__}: {exc}"[:300],
+        expected="the check completes",
+        hint=f"rerun `moola-diag {name} --debug` for the traceback and report it",
+        evidence=evidence,
+        values={"exception": type(exc).__name__},
+    )
+
+
+def run_checks(
+    ctx: DiagContext, names: Sequence[str] = CHECK_ORDER, debug: bool = False
+) -> list[CheckResult]:
+    """Run the named checks in order. A MoolaError (user mistake) propagates; any other exception
+    becomes a FAIL result for that check (re-raised with ``debug``) so the other checks still run."""
+    results: list[CheckResult] = []
+    for name in names:
+        try:
+            found = list(get_check(name)(ctx))
+        except MoolaError:
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            found = [crash_result(name, exc)]
+        results.extend(found)
+    return results
+
+
+def versions() -> dict[str, str]:
+    import sys
+
+    import numpy
+
+    from moola import __version__
+
+    out = {"python": platform.python_version(), "moola": __version__, "numpy": numpy.__version__}
+    torch = sys.modules.get("torch")  # only report it if a check loaded it; never import it for this
+    if torch is not None:
+        out["torch"] = str(torch.__version__)
+        out["cuda"] = str(getattr(torch.version, "cuda", None))
+    out["platform"] = platform.platform(terse=True)
+    return out
+
+
+def build_meta(ctx: DiagContext, names: Sequence[str], elapsed_s: float | None = None) -> dict[str, Any]:
+    from diagnostics.loading import data_source
+
+    return {
+        "data": data_source(ctx),
+        "n_windows": len(ctx.dataset),
+        "n_train": len(ctx.train_idx),
+        "n_test": len(ctx.test_idx),
+        "n_val": None if ctx.val_idx is None else len(ctx.val_idx),
+        "classes": list(ctx.dataset.classes),
+        "split": ctx.split_kind,
+        "model": ctx.model_name,
+        "device": ctx.device,
+        "fit": ctx.fit_spec,
+        "checks": list(names),
+        "thresholds": asdict(ctx.thresholds),
+        "elapsed_s": None if elapsed_s is None else round(elapsed_s, 3),
+        "versions": versions(),
+    }
+
+
+def run(options: Options, names: Sequence[str] = CHECK_ORDER) -> RunOutcome:
+    """Build the context, run the checks, write the requested reports."""
+    from diagnostics.loading import build_context
+    from diagnostics.render import write_reports
+
+    for name in names:
+        if name not in CHECK_ORDER:
+            raise MoolaError(f"unknown check {name!r}; choose from {', '.join(CHECK_ORDER)}")
+    start = time.perf_counter()
+    ctx = build_context(
+        data=options.data,
+        train=options.train,
+        test=options.test,
+        val=options.val,
+        split=options.split,
+        model=options.model,
+        device=options.device,
+        fit=options.fit,
+        seed=options.seed,
+    )
+    results = run_checks(ctx, names, debug=options.debug)
+    meta = build_meta(ctx, names, elapsed_s=time.perf_counter() - start)
+    written = write_reports(results, meta, options.report_dir, options.json_path)
+    return RunOutcome(results=results, meta=meta, written=written)

@@ -1,0 +1,213 @@
+"""CLI options -> ``DiagContext``: load the data, split it, validate the model/device/--fit choices.
+
+Every user mistake becomes a one-line ``MoolaError`` naming the option, file or label; nothing here
+trains or touches the GPU. Imported only when a command runs (it pulls in numpy and the loaders).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diagnostics.context import DiagContext, FitFn, Thresholds
+from moola.config import TrainConfig
+from moola.data.dataset import WindowDataset
+from moola.errors import MoolaError
+
+SPLITS = ("random", "temporal", "purged")
+DEVICES = ("auto", "cpu", "cuda")
+
+PathLike = str | os.PathLike[str]
+
+
+def parse_fit(spec: str) -> FitFn:
+    """Resolve ``MODULE:FUNC`` (importable from the current directory) to a callable."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name.strip() or not attr.strip() or ":" in attr:
+        raise MoolaError(f"--fit {spec!r}: expected MODULE:FUNC, e.g. my_training:fit")
+    module_name, attr = module_name.strip(), attr.strip()
+    # A user's training module usually sits in the directory they run from, like `python -m`.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure is the user's module, not ours
+        raise MoolaError(
+            f"--fit {spec}: cannot import module {module_name!r} ({type(exc).__name__}: {exc})"
+        ) from exc
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise MoolaError(f"--fit {spec}: module {module_name!r} has no attribute {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise MoolaError(
+            f"--fit {spec}: {module_name}.{attr} is a {type(target).__name__}, not a function "
+            "FUNC(model, X, y, epochs, device)"
+        )
+    return target
+
+
+def _load(path: PathLike, option: str) -> WindowDataset:
+    from moola.data.loader import load_windows
+
+    if not Path(path).exists():
+        raise MoolaError(f"{option} {path}: file not found")
+    return load_windows(path)
+
+
+def concat_datasets(parts: Sequence[tuple[str, WindowDataset]]) -> tuple[WindowDataset, list[np.ndarray]]:
+    """Stack separately loaded files into one dataset with one class list (the first file's).
+
+    ``parts`` is ``[(label_for_errors, dataset), ...]``, the first being the training file. Returns the
+    combined dataset and each part's row indices. A label that appears only in a later file cannot be
+    learned from the training file, so it is a user error naming that file and label.
+    """
+    if not parts:
+        raise ValueError("concat_datasets needs at least one dataset")
+    first_name, first = parts[0]
+    classes = tuple(first.classes)
+    shape = first.X.shape[1:]
+    ys, index, offset = [], [], 0
+    for name, ds in parts:
+        if ds.X.shape[1:] != shape:
+            raise MoolaError(
+                f"{name}: windows have shape (T, F) = {tuple(ds.X.shape[1:])}, "
+                f"but {first_name} has {tuple(shape)}"
+            )
+        present = np.unique(ds.y)
+        used = [ds.classes[i] for i in present]
+        unknown = [label for label in used if label not in classes]
+        if unknown:
+            raise MoolaError(
+                f"{name}: label {unknown[0]!r} does not occur in {first_name} "
+                f"(training classes: {', '.join(classes)})"
+            )
+        # Map this file's class indices onto the training file's class list by name.
+        lookup = np.array([classes.index(c) if c in classes else -1 for c in ds.classes], dtype=np.int64)
+        ys.append(lookup[ds.y])
+        index.append(np.arange(offset, offset + len(ds), dtype=np.int64))
+        offset += len(ds)
+
+    datasets = [ds for _, ds in parts]
+
+    def stack(attr: str) -> np.ndarray | None:
+        arrays = [getattr(ds, attr) for ds in datasets]
+        # Optional columns survive only when every file has them.
+        return None if any(a is None for a in arrays) else np.ascontiguousarray(np.concatenate(arrays))
+
+    combined = WindowDataset(
+        X=np.ascontiguousarray(np.concatenate([ds.X for ds in datasets]), dtype=np.float32),
+        y=np.ascontiguousarray(np.concatenate(ys)),
+        classes=classes,
+        window_id=np.ascontiguousarray(np.concatenate([ds.window_id for ds in datasets])),
+        pointers=stack("pointers"),
+        source=stack("source"),
+        bar_start=stack("bar_start"),
+        path=" + ".join(name for name, _ in parts),
+    )
+    return combined, index
+
+
+def _validate_choice(value: str, choices: Sequence[str], option: str) -> str:
+    if value not in choices:
+        raise MoolaError(f"{option} {value!r}: unknown; choose from {', '.join(choices)}")
+    return value
+
+
+def build_context(
+    data: PathLike | None = None,
+    train: PathLike | None = None,
+    test: PathLike | None = None,
+    val: PathLike | None = None,
+    split: str | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    fit: str | None = None,
+    seed: int = 0,
+    *,
+    test_fraction: float = 0.2,
+    thresholds: Thresholds | None = None,
+    config: TrainConfig | None = None,
+) -> DiagContext:
+    """Everything a check needs, from the CLI's options.
+
+    No data options: the embedded synthetic set, split with ``split`` (default random). ``data``: that
+    file, split likewise. ``train``/``test`` (and ``val``): the files as given (split_kind "given").
+    """
+    from moola.models import list_models
+
+    defaults = TrainConfig()
+    model = defaults.model if model is None else model
+    names = [spec.name for spec in list_models()]
+    _validate_choice(model, names, "--model")
+    _validate_choice(device, DEVICES, "--device")
+    if split is not None:
+        _validate_choice(split, SPLITS, "--split")
+
+    given = train is not None or test is not None or val is not None
+    if data is not None and given:
+        raise MoolaError(
+            "--data cannot be combined with --train/--test/--val: pass one file or the split files"
+        )
+    if given and (train is None or test is None):
+        missing = "--test" if train is not None else "--train"
+        raise MoolaError(f"{missing} is required with --train/--test/--val (pass both; --val is optional)")
+    if given and split is not None:
+        raise MoolaError(f"--split {split}: --train/--test are already split; drop --split")
+
+    fit_fn = parse_fit(fit) if fit is not None else None
+
+    if given:
+        assert train is not None and test is not None  # checked above
+        parts = [(f"--train {train}", _load(train, "--train")), (f"--test {test}", _load(test, "--test"))]
+        if val is not None:
+            parts.append((f"--val {val}", _load(val, "--val")))
+        dataset, index = concat_datasets(parts)
+        train_idx, test_idx = index[0], index[1]
+        val_idx = index[2] if val is not None else None
+        split_kind = "given"
+    else:
+        from moola.data.splits import make_split
+
+        if data is None:
+            from moola.data.synthetic import default_dataset
+
+            dataset = default_dataset()
+        else:
+            dataset = _load(data, "--data")
+        split_kind = split or "random"
+        train_idx, test_idx = make_split(dataset, split_kind, test_fraction=test_fraction, seed=seed)
+        val_idx = None
+
+    base = config if config is not None else defaults
+    cfg = replace(base, model=model, device=device)  # type: ignore[arg-type]
+    if split_kind in SPLITS:
+        cfg = replace(cfg, split=split_kind)  # type: ignore[arg-type]
+    return DiagContext(
+        dataset=dataset,
+        train_idx=np.asarray(train_idx, dtype=np.int64),
+        test_idx=np.asarray(test_idx, dtype=np.int64),
+        val_idx=None if val_idx is None else np.asarray(val_idx, dtype=np.int64),
+        split_kind=split_kind,
+        model_name=model,
+        device=device,
+        fit=fit_fn,
+        fit_spec=fit,
+        config=cfg,
+        thresholds=thresholds or Thresholds(),
+        cli_default_model=defaults.model,
+    )
+
+
+def data_source(ctx: DiagContext) -> str:
+    """Where the windows came from, for reports."""
+    return ctx.dataset.path or f"embedded synthetic default ({len(ctx.dataset)} windows)"
