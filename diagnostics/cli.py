@@ -127,7 +127,10 @@ def _execute(names: Sequence[str], options: Options) -> int:
     from diagnostics.commands import run
     from diagnostics.render import print_report
 
-    outcome = run(options, names)
+    # Progress goes to stderr so stdout stays the report; flushed per line so logs show where a slow
+    # or interrupted run was.
+    status = Console(stderr=True, highlight=False)
+    outcome = run(options, names, progress=lambda name: status.print(f"[dim]{PROG}: running {name} ...[/]"))
     # Wide enough for the six columns when stdout is not a terminal (CI logs, pipes).
     console = Console(width=None if Console().is_terminal else 160)
     print_report(outcome.results, outcome.meta, console)

@@ -6,16 +6,18 @@ The CLI only parses and renders; tests and other tools call ``run`` / ``run_chec
 from __future__ import annotations
 
 import platform
+import signal
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnostics.registry import CHECK_ORDER, get_check
+from diagnostics.render import discard_partial_reports, write_partial_reports
 from diagnostics.result import CheckResult, Status
-from moola.errors import MoolaError
+from moola.errors import Interrupted, MoolaError, where_raised
 
 if TYPE_CHECKING:
     from diagnostics.context import DiagContext
@@ -54,9 +56,7 @@ class RunOutcome:
 
 def crash_result(name: str, exc: BaseException) -> CheckResult:
     """A check that raised is a FAIL naming the exception: a crashed check proves nothing (fail closed)."""
-    # The innermost frame in real source (not importlib's frozen internals) is where to look.
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
-    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    where = where_raised(exc)
     lines = [line.rstrip() for line in traceback.format_exception_only(type(exc), exc) if line.strip()]
     evidence = (*lines, f"raised at {where} (rerun with --debug for the traceback)")
     return CheckResult(
@@ -72,12 +72,20 @@ def crash_result(name: str, exc: BaseException) -> CheckResult:
 
 
 def run_checks(
-    ctx: DiagContext, names: Sequence[str] = CHECK_ORDER, debug: bool = False
+    ctx: DiagContext,
+    names: Sequence[str] = CHECK_ORDER,
+    debug: bool = False,
+    results: list[CheckResult] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[CheckResult]:
-    """Run the named checks in order. A MoolaError (user mistake) propagates; any other exception
-    becomes a FAIL result for that check (re-raised with ``debug``) so the other checks still run."""
-    results: list[CheckResult] = []
+    """Run the named checks in order, appending to ``results`` (so an interrupted caller keeps what
+    finished). A MoolaError (user mistake) propagates; any other exception becomes a FAIL result for
+    that check (re-raised with ``debug``) so the other checks still run. ``progress(name)`` is called
+    as each check starts."""
+    results = [] if results is None else results
     for name in names:
+        if progress is not None:
+            progress(name)
         try:
             found = list(get_check(name)(ctx))
         except MoolaError:
@@ -127,7 +135,11 @@ def build_meta(ctx: DiagContext, names: Sequence[str], elapsed_s: float | None =
     }
 
 
-def run(options: Options, names: Sequence[str] = CHECK_ORDER) -> RunOutcome:
+def run(
+    options: Options,
+    names: Sequence[str] = CHECK_ORDER,
+    progress: Callable[[str], None] | None = None,
+) -> RunOutcome:
     """Build the context, run the checks, write the requested reports."""
     from diagnostics.loading import build_context
     from diagnostics.render import write_reports
@@ -147,7 +159,35 @@ def run(options: Options, names: Sequence[str] = CHECK_ORDER) -> RunOutcome:
         fit=options.fit,
         seed=options.seed,
     )
-    results = run_checks(ctx, names, debug=options.debug)
+    results: list[CheckResult] = []
+    try:
+        run_checks(ctx, names, debug=options.debug, results=results, progress=progress)
+    except KeyboardInterrupt as interrupt:
+        raise _interrupted(ctx, names, results, options, start, interrupt) from None
     meta = build_meta(ctx, names, elapsed_s=time.perf_counter() - start)
     written = write_reports(results, meta, options.report_dir, options.json_path)
+    discard_partial_reports(options.report_dir, options.json_path)  # superseded by the complete run
     return RunOutcome(results=results, meta=meta, written=written)
+
+
+def _interrupted(
+    ctx: DiagContext,
+    names: Sequence[str],
+    results: list[CheckResult],
+    options: Options,
+    start: float,
+    interrupt: KeyboardInterrupt,
+) -> Interrupted:
+    """Save the findings of the checks that completed beside (never over) the previous report."""
+    signum = getattr(interrupt, "signum", signal.SIGINT)
+    done = list(dict.fromkeys(r.check for r in results))
+    kept = "previous report left untouched"
+    if not results:
+        return Interrupted(f"no check completed; {kept}", signum)
+    meta = build_meta(ctx, names, elapsed_s=time.perf_counter() - start)
+    meta["interrupted"] = {"signal": signal.Signals(signum).name, "completed": done}
+    written = write_partial_reports(results, meta, options.report_dir, options.json_path)
+    where = ", ".join(str(p) for p in written) or "nowhere (no --report-dir or --json)"
+    return Interrupted(
+        f"{len(done)}/{len(names)} check(s) completed, partial results in {where}; {kept}", signum
+    )

@@ -19,6 +19,7 @@ import numpy as np
 from diagnostics.context import DiagContext, FitFn, Thresholds
 from moola.config import TrainConfig
 from moola.data.dataset import WindowDataset
+from moola.data.splits import check_split_classes
 from moola.errors import MoolaError
 
 SPLITS = ("random", "temporal", "purged")
@@ -187,6 +188,8 @@ def build_context(
         split_kind = split or "random"
         train_idx, test_idx = make_split(dataset, split_kind, test_fraction=test_fraction, seed=seed)
         val_idx = None
+
+    check_split_classes(dataset, train_idx, {"test": test_idx, "validation": val_idx}, split_kind)
 
     base = config if config is not None else defaults
     cfg = replace(base, model=model, device=device)  # type: ignore[arg-type]

@@ -130,6 +130,9 @@ def to_markdown(results: Sequence[CheckResult], meta: dict[str, Any]) -> str:
     lines = [f"## {TOOL}: {verdict_line(results)}", ""]
     if meta:
         lines += [meta_line(meta), ""]
+    if meta.get("interrupted"):
+        stop = meta["interrupted"]
+        lines += [f"**Interrupted by {stop['signal']}**: only {', '.join(stop['completed'])} completed.", ""]
     lines += [
         "| check | finding | status | measured | expected | hint |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -177,3 +180,43 @@ def write_reports(
     if json_path is not None:
         written.append(atomic_write_json(json_path, payload))
     return written
+
+
+def partial_paths(
+    report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None
+) -> list[Path]:
+    """Where an interrupted run's findings go: beside the full reports, never over them."""
+    paths = []
+    if report_dir is not None:
+        paths += [Path(report_dir) / "report.partial.json", Path(report_dir) / "report.partial.md"]
+    if json_path is not None:
+        paths.append(Path(json_path).with_suffix(".partial.json"))
+    return paths
+
+
+def write_partial_reports(
+    results: Sequence[CheckResult],
+    meta: dict[str, Any],
+    report_dir: str | os.PathLike[str] | None,
+    json_path: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """Write an interrupted run's completed findings (atomically) to ``partial_paths``."""
+    from moola.io import atomic_write_json, atomic_write_text
+
+    payload = to_json(results, meta)
+    markdown = to_markdown(results, meta)
+    written = []
+    for path in partial_paths(report_dir, json_path):
+        if path.suffix == ".md":
+            written.append(atomic_write_text(path, markdown))
+        else:
+            written.append(atomic_write_json(path, payload))
+    return written
+
+
+def discard_partial_reports(
+    report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None = None
+) -> None:
+    """A complete run supersedes an earlier interrupted one: remove its partial files."""
+    for path in partial_paths(report_dir, json_path):
+        path.unlink(missing_ok=True)

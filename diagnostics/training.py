@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diagnostics.instrument import Instrument, Recording
+from moola.errors import MoolaError, where_raised
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +55,6 @@ class ShortTrainingResult:
     y_test: np.ndarray
     pred_train: np.ndarray
     pred_test: np.ndarray
-    error: str | None = None  # the fit raised: "TypeError: ..."
     model: Any = field(default=None, repr=False)  # the trained model (on ``device``)
 
     @property
@@ -145,15 +145,20 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
     random.seed(ctx.config.seed)
     np.random.seed(ctx.config.seed % 2**32)
     torch.manual_seed(ctx.config.seed)
-    error = None
     t0 = time.perf_counter()
     instrument = Instrument(model)
     try:
         with instrument:
             # Copies: a fit that normalizes X in place must not change what it is evaluated on.
             fit(model, X_train.clone(), y_train.clone(), epochs, str(device))
-    except Exception as exc:  # the user's code failed: reported as a finding, not a crash of the check
-        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        if builtin:  # moola's own trainer failing is a bug: the check crashes (a FAIL naming it)
+            raise
+        # The user's code failed: nothing below would be measured, so it is an input error (exit 2).
+        raise MoolaError(
+            f"--fit {fit_name}: raised {type(exc).__name__}: {exc} (at {where_raised(exc)}); "
+            "rerun with --debug for the traceback"
+        ) from exc
     wall = time.perf_counter() - t0
     recording = instrument.recording
 
@@ -188,7 +193,6 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
         y_test=y_test.numpy(),
         pred_train=pred_train,
         pred_test=pred_test,
-        error=error,
         model=model,
     )
 

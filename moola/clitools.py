@@ -7,14 +7,16 @@ the same one-line shape. Everything else is a bug and propagates with its traceb
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from moola.errors import MoolaError
+from moola.errors import Interrupted, MoolaError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,17 +49,35 @@ def user_errors(prog: str) -> Callable[[F], F]:
                 if state.debug:
                     raise
                 fail(prog, str(err))
-            except KeyboardInterrupt:
-                typer.echo(f"{prog}: interrupted", err=True)
-                raise typer.Exit(130) from None
+            except KeyboardInterrupt as err:
+                report_interrupt(prog, err)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
 
 
+def report_interrupt(prog: str, err: BaseException) -> NoReturn:
+    """One line saying what an interrupt left behind; exit 128 + signal number (130 for Ctrl-C)."""
+    message = getattr(err, "message", "")
+    typer.echo(f"{prog}: interrupted{': ' + message if message else ''}", err=True)
+    raise typer.Exit(getattr(err, "exit_code", 130))
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> NoReturn:
+    raise Interrupted(signum=signum)
+
+
+def handle_sigterm() -> None:
+    """Deliver SIGTERM (CI cancellation, ``kill``) like Ctrl-C, so the same cleanup and partial-report
+    paths run instead of the process vanishing mid-write."""
+    with contextlib.suppress(ValueError):  # only possible from the main thread
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
 def run_app(app: typer.Typer, prog: str) -> NoReturn:
     """Console-script entry: parse, run, and turn parser errors into one line with exit 2."""
+    handle_sigterm()
     try:
         result = app(prog_name=prog, standalone_mode=False)
     except typer.TyperException as err:  # typer's (vendored click) usage errors
@@ -66,7 +86,12 @@ def run_app(app: typer.Typer, prog: str) -> NoReturn:
             sys.exit(0)
         typer.echo(f"{prog}: error: {err.format_message()} (see '{prog} --help')", err=True)  # type: ignore[attr-defined]
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except typer.Abort:
         typer.echo(f"{prog}: interrupted", err=True)
         sys.exit(130)
+    except KeyboardInterrupt as err:  # raised outside a command (e.g. while parsing)
+        try:
+            report_interrupt(prog, err)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
     sys.exit(result if isinstance(result, int) else 0)

@@ -23,6 +23,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bina
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would (or the old file's mode).
+        os.chmod(tmp_name, _mode_for(target))
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -32,6 +34,15 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bina
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -115,3 +116,15 @@ def test_console_entry_turns_usage_errors_into_one_line():
 def test_help_does_not_import_torch():
     code = "import sys, moola.cli; assert 'torch' not in sys.modules and 'pandas' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_train_on_a_single_class_file_is_a_user_error(tmp_path: Path):
+    from moola.data.loader import save_windows
+    from moola.data.synthetic import generate
+
+    ds = generate(30, seed=2)
+    path = save_windows(ds.subset(np.flatnonzero(ds.y == 1)), tmp_path / "one.parquet")
+    result = invoke("train", "--data", str(path), "--out-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2
+    assert "only one class ('retracement')" in one_line_error(result)
+    assert not (tmp_path / "runs").exists()  # nothing half-made

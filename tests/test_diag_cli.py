@@ -276,3 +276,29 @@ def test_check_all_on_default_data_writes_consistent_reports(tmp_path: Path):
     assert by[("params", "params_per_sample")] == "PASS"
     assert by[("gpu", "device")] == "SKIP"
     assert f"verdict {payload['verdict']}" in result.stdout
+
+
+def test_single_class_training_data_is_a_user_error(files):
+    result = invoke("config", "--data", str(files["train_one_class"]))
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "train_one_class.parquet: column 'label'" in line and "only one class ('consolidation')" in line
+
+
+def test_temporal_split_leaving_a_class_out_of_training_is_a_user_error(tmp_path: Path):
+    # A third class whose windows all come last in time: a temporal split puts it only in test.
+    ds = generate(40, seed=3)
+    y = ds.y.copy()
+    y[-3:] = 2
+    ds = replace(
+        ds,
+        y=y,
+        classes=(*ds.classes, "reversal"),
+        source=np.full(len(ds), "s"),
+        bar_start=np.arange(len(ds), dtype=np.int64) * 200,
+    )
+    path = save_windows(ds, tmp_path / "sorted.parquet")
+    result = invoke("config", "--data", str(path), "--split", "temporal")
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "'reversal' occurs in the test split (3 window(s))" in line and "try --split random" in line

@@ -15,6 +15,7 @@ from diagnostics.result import Status
 from diagnostics.training import short_training
 from moola.data.splits import make_split
 from moola.data.synthetic import generate
+from moola.errors import MoolaError
 from tests import fit_plugins
 
 THRESHOLDS = Thresholds(sanity_epochs=2)
@@ -103,12 +104,28 @@ def test_eval_mode_under_no_grad(data, overfit_cache):
     assert found["learning_rate"].status is not Status.FAIL  # the lr is fine; the graph is missing
 
 
-def test_fit_that_does_nothing_and_fit_that_raises(data, overfit_cache):
+def test_fit_that_does_nothing(data, overfit_cache):
     found, _ = _run(data, overfit_cache, fit_plugins.fit_noop)
     assert found["epoch_time"].status is Status.FAIL and "no training work" in found["epoch_time"].measured
-    assert found["fit_error"].status is Status.PASS
-    found, _ = _run(data, overfit_cache, fit_plugins.fit_raises)
-    assert found["fit_error"].status is Status.FAIL and "ValueError" in found["fit_error"].measured
+
+
+def test_fit_that_raises_is_a_user_error_naming_it(data):
+    # Nothing can be measured once the user's function died: one line and exit 2, not a verdict.
+    ds, train, test = data
+    ctx = DiagContext(
+        ds,
+        train,
+        test,
+        device="cpu",
+        fit=fit_plugins.fit_raises,
+        fit_spec="fit_plugins:fit_raises",
+        thresholds=THRESHOLDS,
+    )
+    with pytest.raises(
+        MoolaError,
+        match=r"--fit fit_plugins:fit_raises: raised ValueError: expected 3 arguments \(at fit_plugins.py:\d+\)",
+    ):
+        short_training(ctx)
 
 
 def test_epoch_faster_than_physics_fails(data, overfit_cache):

@@ -61,3 +61,28 @@ def test_gate_fails_closed_when_the_benchmark_crashes(trial_repo: tuple[Path, st
     report = run(base, head, repo=repo, **SMALL)
     assert report.exit_code == 2
     assert any("head worker failed" in e and "boom" in e for e in report.errors)
+
+
+def test_an_interrupted_gate_stops_its_workers_and_keeps_the_previous_report(
+    trial_repo: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diagnostics.gate import core
+
+    repo, base = trial_repo
+    md = tmp_path / "gate.md"
+    md.write_text("previous gate report\n")
+    started = []
+    start_worker = core._start_worker
+    monkeypatch.setattr(
+        core, "_start_worker", lambda *a, **k: started.append(start_worker(*a, **k)) or started[-1]
+    )
+
+    def interrupt_mid_run(message: str) -> None:
+        if message.startswith("round 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(base, base, repo=repo, markdown=md, progress=interrupt_mid_run, **SMALL)
+    assert len(started) == 2 and all(w.proc.poll() is not None for w in started)  # none left running
+    assert md.read_text() == "previous gate report\n"
+    assert list(tmp_path.iterdir()) == [md]  # no half-written report beside it

@@ -2,7 +2,7 @@
 
 Hypothesis builds tables that are wrong in many ways at once (missing or extra columns, wrong types,
 ragged or empty windows, NaN/inf, nulls, odd pointers, duplicate ids, single classes) and feeds them to the
-loader and then to the data check. A valid table must load into clean float32 arrays; anything else must be
+loader and then to the data check; schema-valid but numerically hostile tables go through every check. A valid table must load into clean float32 arrays; anything else must be
 a one-line MoolaError -- never a pyarrow, numpy or Python exception, never a modified file.
 """
 
@@ -140,3 +140,55 @@ def test_garbage_and_truncated_files_are_user_errors(blob: bytes, cut: int, tmp_
             assert name in str(err) and "\n" not in str(err)
         else:
             raise AssertionError(f"{name} ({len(payload)} bytes) loaded without error")
+
+
+@st.composite
+def loadable_tables(draw) -> pa.Table:
+    """Schema-valid tables that are numerically hostile: constant or zero prices (division by the first
+    close), huge or tiny magnitudes, identical windows, one or three classes, tiny and imbalanced sets."""
+    n_rows = draw(st.integers(4, 16))
+    labels = draw(st.lists(st.sampled_from(["a", "a", "b", "c"]), min_size=n_rows, max_size=n_rows))
+    scale = draw(st.sampled_from([1.0, 1e-30, 1e30, 0.0, -1.0]))
+    shape = draw(st.sampled_from(["walk", "constant", "copies"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if shape == "walk":
+        X = (
+            1.0
+            + np.cumsum(rng.normal(0, 0.01, (n_rows, T, 1)), axis=1)
+            + rng.normal(0, 0.001, (n_rows, T, 4))
+        )
+    elif shape == "constant":
+        X = np.ones((n_rows, T, 4))
+    else:
+        X = np.repeat(1.0 + rng.normal(0, 0.01, (1, T, 4)), n_rows, axis=0)
+    X = (X * scale).astype(np.float32)
+    columns = {
+        "window_id": [str(i) for i in range(n_rows)],
+        "label": labels,
+        "features": [window.tolist() for window in X],
+    }
+    if draw(st.booleans()):
+        columns["source"] = ["s"] * n_rows
+        columns["bar_start"] = sorted(draw(st.lists(st.integers(0, 400), min_size=n_rows, max_size=n_rows)))
+    return pa.table(columns)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table=loadable_tables(), split=st.sampled_from(["random", "temporal", "purged"]))
+def test_every_check_survives_numerically_hostile_data(table: pa.Table, split: str):
+    from diagnostics.commands import run_checks
+    from diagnostics.context import Thresholds
+    from diagnostics.loading import build_context
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "windows.parquet"
+        pq.write_table(table, path)
+        try:
+            load_windows(path)
+            ctx = build_context(data=path, split=split, device="cpu", thresholds=Thresholds(sanity_epochs=1))
+            results = run_checks(ctx)  # a check that raises shows up as a "crashed" FAIL result
+        except MoolaError as err:  # e.g. zero prices, a single class, a split too small
+            assert "\n" not in str(err)
+            return
+        crashed = [r.measured for r in results if r.name == "crashed"]
+        assert not crashed, crashed

@@ -218,7 +218,9 @@ def near_duplicates(
     else:
         typical = float("nan")
     dist, idx = nearest_neighbors(Z_q, Z_ref_ok)
-    partner = np.where(idx >= 0, ref_rows[np.clip(idx, 0, max(len(ref_rows) - 1, 0))], -1)
+    partner = np.full(len(idx), -1, dtype=np.int64)  # -1: no valid (non-constant) reference window
+    found = idx >= 0
+    partner[found] = ref_rows[idx[found]]
     threshold = fraction * typical if math.isfinite(typical) else 0.0
     flagged = ok_q & (dist < threshold)
     return NearDuplicates(typical, threshold, dist, partner, flagged)
@@ -579,8 +581,6 @@ def _fmt_acc(acc: float, n: int) -> str:
 def _accuracy_gap(ctx, st) -> CheckResult:
     from moola.train.metrics import majority_class
 
-    if st.error:
-        return skip(CHECK, "accuracy_gap", f"the training run failed: {st.error}")
     gap = st.test_acc - st.train_acc
     limit = float(ctx.thresholds.accuracy_gap)
     lo_test, _ = wilson_interval(round(st.test_acc * st.n_test), st.n_test)
@@ -616,8 +616,6 @@ def _accuracy_gap(ctx, st) -> CheckResult:
 def _majority_baseline(ctx, st) -> CheckResult:
     from moola.train.metrics import majority_class
 
-    if st.error:
-        return skip(CHECK, "majority_baseline", f"the training run failed: {st.error}")
     if st.n_test == 0:
         return skip(CHECK, "majority_baseline", "empty test set")
     maj = majority_class(st.y_train)

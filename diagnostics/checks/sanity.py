@@ -3,7 +3,6 @@
 Everything is measured on the shared short training run (diagnostics.training.short_training), observed
 through hooks (diagnostics.instrument), so it works for the built-in trainer and for any ``--fit``:
 
-  fit_error          the training function raised
   init_loss          loss of the untrained model vs ln(C) (uniform predictions)
   optimizer_steps    steps taken vs ceil(N / batch) per epoch
   samples_per_epoch  windows seen by training-mode forwards per epoch vs N
@@ -43,22 +42,6 @@ MAX_NAMES = 8
 def _names(names: list[str]) -> str:
     shown = ", ".join(names[:MAX_NAMES])
     return shown + (f" (+{len(names) - MAX_NAMES} more)" if len(names) > MAX_NAMES else "")
-
-
-def _fit_error(st) -> CheckResult:
-    if st.error is None:
-        return CheckResult(
-            CHECK, "fit_error", Status.PASS, measured=f"{st.fit_name} returned", expected="no exception"
-        )
-    return CheckResult(
-        CHECK,
-        "fit_error",
-        Status.FAIL,
-        measured=f"{st.fit_name} raised {st.error}"[:300],
-        expected="FUNC(model, X, y, epochs, device) trains in place and returns",
-        hint="run the fit function on its own to see the traceback; X is float32 (N, T, F), y int64 (N,)",
-        values={"error": st.error},
-    )
 
 
 def _init_loss(st) -> CheckResult:
@@ -561,7 +544,6 @@ def check_sanity(ctx) -> list[CheckResult]:
 
     st = short_training(ctx)
     results = [
-        _fit_error(st),
         _init_loss(st),
         _optimizer_steps(st),
         _samples_per_epoch(st),

@@ -342,6 +342,10 @@ def run(
             report.counters = compare_counters(base_counters, head_counters)
         except (WorkerError, OSError) as exc:
             report.errors.append(str(exc))
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the workers now, not after their round
+            for w in workers:
+                w.proc.kill()
+            raise
         finally:
             for w in workers:
                 w.close()

@@ -173,3 +173,29 @@ def make_split(
     if kind == "purged":
         return purged_split(ds, test_fraction, embargo_bars, bar_ns)
     raise MoolaError(f"--split {kind}: unknown split; valid: {', '.join(SPLIT_KINDS)}")
+
+
+def check_split_classes(
+    dataset: WindowDataset, train_idx: np.ndarray, others: dict[str, np.ndarray | None], split_kind: str
+) -> None:
+    """A classifier needs two classes to learn from, and cannot be judged on a class it never saw."""
+    source = dataset.path or "embedded default dataset"
+    train_classes = np.unique(dataset.y[train_idx])
+    if len(train_classes) < 2:
+        only = ", ".join(repr(dataset.classes[i]) for i in train_classes) or "none"
+        raise MoolaError(
+            f"{source}: column 'label': the training split has {len(train_idx)} window(s) of only one class "
+            f"({only}); classification needs at least 2 classes"
+        )
+    for part, idx in others.items():
+        if idx is None:
+            continue
+        unseen = np.setdiff1d(np.unique(dataset.y[idx]), train_classes)
+        if len(unseen):
+            label = dataset.classes[int(unseen[0])]
+            n = int(np.sum(dataset.y[idx] == unseen[0]))
+            hint = "; try --split random (stratified)" if split_kind in ("temporal", "purged") else ""
+            raise MoolaError(
+                f"{source}: column 'label': {label!r} occurs in the {part} split ({n} window(s)) but never in "
+                f"the training split{hint}"
+            )

@@ -108,9 +108,11 @@ def _make_run_dir(out_dir: Path, model: str) -> Path:
 
 
 def _split(ds: WindowDataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    from moola.data.splits import make_split
+    from moola.data.splits import check_split_classes, make_split
 
-    return make_split(ds, config.split, config.val_fraction, config.seed, config.embargo_bars)
+    train_idx, val_idx = make_split(ds, config.split, config.val_fraction, config.seed, config.embargo_bars)
+    check_split_classes(ds, train_idx, {"validation": val_idx}, config.split)
+    return train_idx, val_idx
 
 
 def train_run(
