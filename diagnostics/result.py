@@ -45,9 +45,13 @@ class CheckResult:
     values: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain, strict-JSON form: numpy scalars become numbers and NaN/inf become null."""
+        from moola.io import json_safe
+
         payload = asdict(self)
         payload["status"] = self.status.value
         payload["evidence"] = list(self.evidence)
+        payload["values"] = json_safe(self.values)
         return payload
 
 

@@ -66,8 +66,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
 # --------------------------------------------------------------------------- start-up cost and help
 
 
-def test_importing_the_cli_loads_neither_torch_nor_pandas():
-    code = "import sys, diagnostics.cli; print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))"
+def test_importing_the_cli_loads_neither_torch_nor_pandas_nor_numpy():
+    heavy = "('torch', 'pandas', 'pyarrow', 'numpy')"
+    code = f"import sys, diagnostics.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -115,6 +116,8 @@ def test_every_command_and_option_has_help():
         ):
             assert options[opt].help, (name, opt)
     assert set(CHECK_HELP) == set(CHECK_ORDER)
+    gate = group.commands["gate"]
+    assert gate.help and all(p.help for p in gate.params), [p.name for p in gate.params if not p.help]
 
 
 # --------------------------------------------------------------------------- exit codes

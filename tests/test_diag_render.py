@@ -132,3 +132,18 @@ def test_a_rendering_failure_leaves_the_previous_reports_untouched(tmp_path: Pat
     with pytest.raises(RuntimeError, match="renderer bug"):
         write_reports(RESULTS[:1], META, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_result_values_become_strict_json():
+    import numpy as np
+
+    r = CheckResult(
+        "x",
+        "y",
+        Status.PASS,
+        "m",
+        "e",
+        values={"nan": float("nan"), "n": np.int64(3), "f": [np.float32(0.5)]},
+    )
+    assert r.to_dict()["values"] == {"nan": None, "n": 3, "f": [0.5]}
+    json.dumps(r.to_dict(), allow_nan=False)  # raises if a NaN slipped through

@@ -18,7 +18,7 @@ Findings (each compares a measurement on THIS split with what a clean split give
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -655,19 +655,6 @@ def _majority_baseline(ctx, st) -> CheckResult:
     )
 
 
-def json_safe(value):
-    """NaN/inf -> None (strict JSON has neither), recursively through dicts, lists and tuples."""
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
 @register(CHECK)
 def check_leakage(ctx) -> list[CheckResult]:
     from diagnostics.training import short_training
@@ -684,4 +671,4 @@ def check_leakage(ctx) -> list[CheckResult]:
     ]
     st = short_training(ctx)
     results += [_accuracy_gap(ctx, st), _majority_baseline(ctx, st)]
-    return [replace(r, values=json_safe(r.values)) for r in results]
+    return results

@@ -22,11 +22,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from diagnostics.checks.leakage import json_safe
 from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status, skip
 
@@ -543,7 +542,7 @@ def check_sanity(ctx) -> list[CheckResult]:
     from diagnostics.training import short_training
 
     st = short_training(ctx)
-    results = [
+    return [
         _init_loss(st),
         _optimizer_steps(st),
         _samples_per_epoch(st),
@@ -555,4 +554,3 @@ def check_sanity(ctx) -> list[CheckResult]:
         _overfit(ctx),
         _epoch_time(ctx, st),
     ]
-    return [replace(r, values=json_safe(r.values)) for r in results]

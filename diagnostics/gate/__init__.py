@@ -2,12 +2,25 @@
 
 ``run`` lives in :mod:`diagnostics.gate.core`, the statistics in :mod:`diagnostics.gate.stats`, the
 measurement subprocess in :mod:`diagnostics.gate.worker`, the typer command in :mod:`diagnostics.gate.cli`.
-Nothing here imports torch.
+Nothing here imports torch, and the names below load on first use so ``moola-diag --help`` (which imports
+the typer command) does not pay for numpy.
 """
 
 from __future__ import annotations
 
-from diagnostics.gate.core import WORKTREE, run
-from diagnostics.gate.report import GateReport, RevisionInfo
+import importlib
+from typing import Any
 
-__all__ = ["WORKTREE", "GateReport", "RevisionInfo", "run"]
+_EXPORTS = {
+    "WORKTREE": "diagnostics.gate.core",
+    "run": "diagnostics.gate.core",
+    "GateReport": "diagnostics.gate.report",
+    "RevisionInfo": "diagnostics.gate.report",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
