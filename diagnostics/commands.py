@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnostics.registry import CHECK_ORDER, get_check
-from diagnostics.render import discard_partial_reports, write_partial_reports
+from diagnostics.render import discard_partial_reports, write_reports
 from diagnostics.result import CheckResult, Status
 from moola.errors import Interrupted, MoolaError, where_raised
 
@@ -142,7 +142,6 @@ def run(
 ) -> RunOutcome:
     """Build the context, run the checks, write the requested reports."""
     from diagnostics.loading import build_context
-    from diagnostics.render import write_reports
 
     for name in names:
         if name not in CHECK_ORDER:
@@ -186,7 +185,7 @@ def _interrupted(
         return Interrupted(f"no check completed; {kept}", signum)
     meta = build_meta(ctx, names, elapsed_s=time.perf_counter() - start)
     meta["interrupted"] = {"signal": signal.Signals(signum).name, "completed": done}
-    written = write_partial_reports(results, meta, options.report_dir, options.json_path)
+    written = write_reports(results, meta, options.report_dir, options.json_path, partial=True)
     where = ", ".join(str(p) for p in written) or "nowhere (no --report-dir or --json)"
     return Interrupted(
         f"{len(done)}/{len(names)} check(s) completed, partial results in {where}; {kept}", signum

@@ -157,13 +157,28 @@ def to_markdown(results: Sequence[CheckResult], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_paths(
+    report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None, partial: bool = False
+) -> list[Path]:
+    """``report_dir/report.{json,md}`` and ``json_path``; an interrupted run's go beside them as
+    ``report.partial.*`` / ``<json_path stem>.partial.json``, never over them."""
+    infix = ".partial" if partial else ""
+    paths = []
+    if report_dir is not None:
+        paths += [Path(report_dir) / f"report{infix}.json", Path(report_dir) / f"report{infix}.md"]
+    if json_path is not None:
+        paths.append(Path(json_path).with_suffix(f"{infix}.json") if partial else Path(json_path))
+    return paths
+
+
 def write_reports(
     results: Sequence[CheckResult],
     meta: dict[str, Any],
     report_dir: str | os.PathLike[str] | None,
     json_path: str | os.PathLike[str] | None = None,
+    partial: bool = False,
 ) -> list[Path]:
-    """Write ``report_dir/report.json`` + ``report.md`` and/or ``json_path``, each atomically.
+    """Write the JSON and Markdown reports to ``report_paths``, each atomically.
 
     Everything is rendered before the first byte is written, so a rendering bug cannot leave a
     half-updated pair either.
@@ -172,51 +187,15 @@ def write_reports(
 
     payload = to_json(results, meta)
     markdown = to_markdown(results, meta)
-    written: list[Path] = []
-    if report_dir is not None:
-        directory = Path(report_dir)
-        written.append(atomic_write_json(directory / "report.json", payload))
-        written.append(atomic_write_text(directory / "report.md", markdown))
-    if json_path is not None:
-        written.append(atomic_write_json(json_path, payload))
-    return written
-
-
-def partial_paths(
-    report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None
-) -> list[Path]:
-    """Where an interrupted run's findings go: beside the full reports, never over them."""
-    paths = []
-    if report_dir is not None:
-        paths += [Path(report_dir) / "report.partial.json", Path(report_dir) / "report.partial.md"]
-    if json_path is not None:
-        paths.append(Path(json_path).with_suffix(".partial.json"))
-    return paths
-
-
-def write_partial_reports(
-    results: Sequence[CheckResult],
-    meta: dict[str, Any],
-    report_dir: str | os.PathLike[str] | None,
-    json_path: str | os.PathLike[str] | None = None,
-) -> list[Path]:
-    """Write an interrupted run's completed findings (atomically) to ``partial_paths``."""
-    from moola.io import atomic_write_json, atomic_write_text
-
-    payload = to_json(results, meta)
-    markdown = to_markdown(results, meta)
-    written = []
-    for path in partial_paths(report_dir, json_path):
-        if path.suffix == ".md":
-            written.append(atomic_write_text(path, markdown))
-        else:
-            written.append(atomic_write_json(path, payload))
-    return written
+    return [
+        atomic_write_text(path, markdown) if path.suffix == ".md" else atomic_write_json(path, payload)
+        for path in report_paths(report_dir, json_path, partial)
+    ]
 
 
 def discard_partial_reports(
     report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None = None
 ) -> None:
     """A complete run supersedes an earlier interrupted one: remove its partial files."""
-    for path in partial_paths(report_dir, json_path):
+    for path in report_paths(report_dir, json_path, partial=True):
         path.unlink(missing_ok=True)

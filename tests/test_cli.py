@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from moola.cli import app
+from tests import helpers
 
 runner = CliRunner()
 
@@ -21,10 +22,7 @@ def invoke(*args: str):
 
 
 def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
+    return helpers.one_line_error(result, "moola")
 
 
 def test_models_table_lists_every_model_with_exact_legacy_count():

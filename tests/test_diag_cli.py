@@ -22,6 +22,7 @@ from diagnostics.result import Status
 from moola.data.loader import save_windows
 from moola.data.synthetic import generate
 from moola.errors import MoolaError
+from tests import helpers
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -32,11 +33,7 @@ def invoke(*args: str):
 
 
 def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    assert lines[0].startswith("moola-diag: error: ")
-    return lines[0]
+    return helpers.one_line_error(result, "moola-diag")
 
 
 @pytest.fixture(autouse=True)
