@@ -47,3 +47,35 @@ def test_json_is_strict_and_deterministic(tmp_path: Path):
     assert text.index('"a"') < text.index('"b"')  # sorted keys: stable diffs between runs
     atomic_write_json(tmp_path / "r.json", payload)
     assert (tmp_path / "r.json").read_text() == text
+
+
+def _bench_conftest():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pytest_bench" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("bench_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pytest_benchmark_baselines_are_saved_atomically(tmp_path: Path, monkeypatch):
+    import logging
+
+    from pytest_benchmark.storage.file import FileStorage
+
+    class Storage(FileStorage):  # a subclass, so the patch does not leak into other tests
+        pass
+
+    assert _bench_conftest().save_atomically(Storage)
+    storage = Storage(tmp_path, logging.getLogger("bench"), default_machine_id="m")
+    storage.save({"benchmarks": [{"name": "epoch", "stats": {"median": 0.09}}]}, "run")
+    assert json.loads((tmp_path / "m" / "0001_run.json").read_text())["benchmarks"][0]["name"] == "epoch"
+
+    def fail_after_writing(_fd):
+        raise OSError("disk full")  # the bytes are written, the flush to disk fails
+
+    monkeypatch.setattr(os, "fsync", fail_after_writing)
+    with pytest.raises(OSError, match="disk full"):
+        storage.save({"benchmarks": []}, "run")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["0001_run.json"]  # nothing half-written

@@ -103,7 +103,11 @@ def gate_command(
         int, typer.Option("--epochs-per-round", help="jade_compact training epochs timed per round.", min=1)
     ] = 4,
     alpha: Annotated[
-        float, typer.Option("--alpha", help="Significance level of the one-sided Mann-Whitney U test.")
+        float,
+        typer.Option(
+            "--alpha",
+            help="Significance level of the one-sided Wilcoxon signed-rank test on the paired rounds.",
+        ),
     ] = 0.01,
     model: Annotated[
         str, typer.Option("--model", help="Registered model to train.", metavar="NAME")

@@ -48,9 +48,6 @@ class TestResult:
         return self.statistic
 
 
-MannWhitney = TestResult  # the name the first version used
-
-
 def _u_distribution(n1: int, n2: int) -> list[int]:
     """Counts of each U value 0..n1*n2 over all C(n1+n2, n1) rank arrangements (no ties).
 
