@@ -39,18 +39,16 @@ def overfit_cache(data):
     }
 
 
-def _run(data, overfit_cache, fit):
+def _ctx(data, fit, cache=None) -> DiagContext:
     ds, train, test = data
-    ctx = DiagContext(
-        ds,
-        train,
-        test,
-        device="cpu",
-        fit=fit,
-        fit_spec=getattr(fit, "__name__", None),
-        thresholds=THRESHOLDS,
-        cache=dict(overfit_cache),
+    spec = None if fit is None else f"fit_plugins:{fit.__name__}"
+    return DiagContext(
+        ds, train, test, device="cpu", fit=fit, fit_spec=spec, thresholds=THRESHOLDS, cache=dict(cache or {})
     )
+
+
+def _run(data, overfit_cache, fit):
+    ctx = _ctx(data, fit, overfit_cache)
     results = sanity.check_sanity(ctx)
     return {r.name: r for r in results}, ctx
 
@@ -111,16 +109,7 @@ def test_fit_that_does_nothing(data, overfit_cache):
 
 def test_fit_that_raises_is_a_user_error_naming_it(data):
     # Nothing can be measured once the user's function died: one line and exit 2, not a verdict.
-    ds, train, test = data
-    ctx = DiagContext(
-        ds,
-        train,
-        test,
-        device="cpu",
-        fit=fit_plugins.fit_raises,
-        fit_spec="fit_plugins:fit_raises",
-        thresholds=THRESHOLDS,
-    )
+    ctx = _ctx(data, fit_plugins.fit_raises)
     with pytest.raises(
         MoolaError,
         match=r"--fit fit_plugins:fit_raises: raised ValueError: expected 3 arguments \(at fit_plugins.py:\d+\)",
