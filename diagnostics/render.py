@@ -159,15 +159,18 @@ def to_markdown(results: Sequence[CheckResult], meta: dict[str, Any]) -> str:
 
 def report_paths(
     report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None, partial: bool = False
-) -> list[Path]:
-    """``report_dir/report.{json,md}`` and ``json_path``; an interrupted run's go beside them as
-    ``report.partial.*`` / ``<json_path stem>.partial.json``, never over them."""
+) -> list[tuple[Path, str]]:
+    """``(path, "json" | "md")`` for ``report_dir/report.{json,md}`` and ``json_path``; an interrupted
+    run's go beside them as ``report.partial.*`` / ``<json_path stem>.partial.json``, never over them."""
     infix = ".partial" if partial else ""
     paths = []
     if report_dir is not None:
-        paths += [Path(report_dir) / f"report{infix}.json", Path(report_dir) / f"report{infix}.md"]
+        paths += [
+            (Path(report_dir) / f"report{infix}.json", "json"),
+            (Path(report_dir) / f"report{infix}.md", "md"),
+        ]
     if json_path is not None:
-        paths.append(Path(json_path).with_suffix(f"{infix}.json") if partial else Path(json_path))
+        paths.append((Path(json_path).with_suffix(f"{infix}.json") if partial else Path(json_path), "json"))
     return paths
 
 
@@ -188,8 +191,8 @@ def write_reports(
     payload = to_json(results, meta)
     markdown = to_markdown(results, meta)
     return [
-        atomic_write_text(path, markdown) if path.suffix == ".md" else atomic_write_json(path, payload)
-        for path in report_paths(report_dir, json_path, partial)
+        atomic_write_text(path, markdown) if kind == "md" else atomic_write_json(path, payload)
+        for path, kind in report_paths(report_dir, json_path, partial)
     ]
 
 
@@ -197,5 +200,5 @@ def discard_partial_reports(
     report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None = None
 ) -> None:
     """A complete run supersedes an earlier interrupted one: remove its partial files."""
-    for path in report_paths(report_dir, json_path, partial=True):
+    for path, _kind in report_paths(report_dir, json_path, partial=True):
         path.unlink(missing_ok=True)

@@ -50,18 +50,18 @@ def user_errors(prog: str) -> Callable[[F], F]:
                     raise
                 fail(prog, str(err))
             except KeyboardInterrupt as err:
-                report_interrupt(prog, err)
+                raise typer.Exit(report_interrupt(prog, err)) from None
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
 
 
-def report_interrupt(prog: str, err: BaseException) -> NoReturn:
-    """One line saying what an interrupt left behind; exit 128 + signal number (130 for Ctrl-C)."""
+def report_interrupt(prog: str, err: BaseException) -> int:
+    """Print one line saying what an interrupt left behind; return the exit code, 128 + signal number."""
     message = getattr(err, "message", "")
     typer.echo(f"{prog}: interrupted{': ' + message if message else ''}", err=True)
-    raise typer.Exit(getattr(err, "exit_code", 130))
+    return int(getattr(err, "exit_code", 130))
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> NoReturn:
@@ -86,12 +86,6 @@ def run_app(app: typer.Typer, prog: str) -> NoReturn:
             sys.exit(0)
         typer.echo(f"{prog}: error: {err.format_message()} (see '{prog} --help')", err=True)  # type: ignore[attr-defined]
         sys.exit(2)
-    except typer.Abort:
-        typer.echo(f"{prog}: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt as err:  # raised outside a command (e.g. while parsing)
-        try:
-            report_interrupt(prog, err)
-        except typer.Exit as done:
-            sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt) as err:  # outside a command; click wraps it in Abort
+        sys.exit(report_interrupt(prog, err.__cause__ or err))
     sys.exit(result if isinstance(result, int) else 0)

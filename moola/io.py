@@ -40,7 +40,7 @@ def _mode_for(target: Path) -> int:
     try:
         return target.stat().st_mode & 0o7777
     except FileNotFoundError:
-        umask = os.umask(0)
+        umask = os.umask(0)  # reading the umask means setting it; restored at once
         os.umask(umask)
         return 0o666 & ~umask
 
