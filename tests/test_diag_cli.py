@@ -302,3 +302,23 @@ def test_temporal_split_leaving_a_class_out_of_training_is_a_user_error(tmp_path
     assert result.exit_code == 2
     line = one_line_error(result)
     assert "'reversal' occurs in the test split (3 window(s))" in line and "try --split random" in line
+
+
+def test_gate_with_a_missing_revision_or_outside_git_is_a_user_error(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # never find a repository above tmp_path
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "f.txt").write_text("x")
+    subprocess.run([*git, "add", "f.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+
+    result = invoke("gate", "--base", "no-such-rev", "--repo", str(repo))
+    assert result.exit_code == 2
+    assert "--base: revision 'no-such-rev' does not exist" in one_line_error(result)
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    result = invoke("gate", "--base", "HEAD", "--repo", str(outside))
+    assert result.exit_code == 2
+    assert "not inside a git repository" in one_line_error(result)
