@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnostics.registry import CHECK_ORDER, get_check
+from diagnostics.registry import CHECK_ORDER, get_check, require_known
 from diagnostics.render import discard_partial_reports, write_reports
 from diagnostics.result import CheckResult, Status
 from moola.errors import Interrupted, MoolaError, where_raised
@@ -144,8 +144,7 @@ def run(
     from diagnostics.loading import build_context
 
     for name in names:
-        if name not in CHECK_ORDER:
-            raise MoolaError(f"unknown check {name!r}; choose from {', '.join(CHECK_ORDER)}")
+        require_known(name)
     start = time.perf_counter()
     ctx = build_context(
         data=options.data,

@@ -31,10 +31,15 @@ def register(name: str) -> Callable[[CheckFn], CheckFn]:
     return decorate
 
 
-def get_check(name: str) -> CheckFn:
-    """The check function for ``name``, importing its module on first use (keeps --help torch-free)."""
+def require_known(name: str) -> None:
+    """Refuse an unknown check name before any data is loaded (no module import needed)."""
     if name not in _MODULES:
         raise MoolaError(f"unknown check {name!r}; choose from {', '.join(CHECK_ORDER)}")
+
+
+def get_check(name: str) -> CheckFn:
+    """The check function for ``name``, importing its module on first use (keeps --help torch-free)."""
+    require_known(name)
     if name not in _REGISTRY:
         importlib.import_module(_MODULES[name])
     return _REGISTRY[name]

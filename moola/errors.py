@@ -7,6 +7,7 @@ top, print the line and exit 2; everything else is a bug and keeps its traceback
 
 from __future__ import annotations
 
+import signal
 import traceback
 from pathlib import Path
 
@@ -34,8 +35,8 @@ class Interrupted(KeyboardInterrupt):
     convention 128 + signal number (130 for SIGINT, 143 for SIGTERM).
     """
 
-    def __init__(self, message: str = "", signum: int = 2):
+    def __init__(self, message: str = "", signum: int = signal.SIGINT):
         super().__init__(message)
         self.message = message
-        self.signum = signum
-        self.exit_code = 128 + signum
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum

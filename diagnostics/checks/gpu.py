@@ -89,18 +89,19 @@ def placement_verdict(
         "fit_error": fit_error,
     }
     error_ev = (f"the fit raised {fit_error}",) if fit_error else ()
-    if n_forward == 0:
+
+    def fail(what: str, hint: str, evidence: tuple[str, ...]) -> CheckResult:
         return CheckResult(
-            CHECK,
-            "placement",
-            Status.FAIL,
+            CHECK, "placement", Status.FAIL, what, expected, hint=hint, evidence=evidence, values=values
+        )
+
+    if n_forward == 0:
+        return fail(
             f"the fit raised before any forward: {fit_error}"
             if fit_error
             else "the fit never called the model's forward",
-            expected,
-            hint="the --fit function must train the model it is given (model(x) on each batch)",
-            evidence=error_ev,
-            values=values,
+            "the --fit function must train the model it is given (model(x) on each batch)",
+            error_ev,
         )
     cpu_params = [d for d in param_devices if not d.startswith("cuda")]
     cpu_inputs = sum(n for d, n in input_devices.items() if not d.startswith("cuda"))
@@ -109,38 +110,24 @@ def placement_verdict(
         f"params on {', '.join(sorted(param_devices)) or '?'}; "
         f"{n_forward - cpu_inputs}/{n_forward} batches on cuda"
     )
+
     if cpu_params or cpu_fwd:
-        return CheckResult(
-            CHECK,
-            "placement",
-            Status.FAIL,
+        return fail(
             measured,
-            expected,
-            hint="call model.to(device) before building the optimizer in your fit function",
-            evidence=(f"forward calls with parameters on: {dict(forward_param_devices)}", *error_ev),
-            values=values,
+            "call model.to(device) before building the optimizer in your fit function",
+            (f"forward calls with parameters on: {dict(forward_param_devices)}", *error_ev),
         )
     if cpu_inputs:
-        return CheckResult(
-            CHECK,
-            "placement",
-            Status.FAIL,
+        return fail(
             measured,
-            expected,
-            hint="move each batch with xb = xb.to(device, non_blocking=True) (or X.to(device) once: it fits)",
-            evidence=(f"batch devices seen by the forward pre-hook: {dict(input_devices)}", *error_ev),
-            values=values,
+            "move each batch with xb = xb.to(device, non_blocking=True) (or X.to(device) once: it fits)",
+            (f"batch devices seen by the forward pre-hook: {dict(input_devices)}", *error_ev),
         )
     if fit_error:
-        return CheckResult(
-            CHECK,
-            "placement",
-            Status.FAIL,
+        return fail(
             f"{measured}, then the fit raised",
-            expected,
-            hint="fix the error in the fit function (rerun with --debug)",
-            evidence=error_ev,
-            values=values,
+            "fix the error in the fit function (rerun with --debug)",
+            error_ev,
         )
     return CheckResult(CHECK, "placement", Status.PASS, measured, expected, values=values)
 
