@@ -12,14 +12,15 @@ from typing import Annotated
 
 import typer
 
+from diagnostics import PROG
 from diagnostics.commands import Options
+from diagnostics.gate.cli import gate_command
 from diagnostics.registry import CHECK_ORDER
-from moola.clitools import run_app, set_debug, state, user_errors
-
-PROG = "moola-diag"
+from moola.clitools import UserErrorGroup, run_app, set_debug, state
 
 app = typer.Typer(
     name=PROG,
+    cls=UserErrorGroup,
     help="Catch moola's known failure modes automatically: each finding prints what was measured, what "
     "this model, data and machine should give, the evidence, and a one-line fix. "
     "Exit 0: nothing FAILs; 1: a check FAILs; 2: bad input or options.",
@@ -142,7 +143,6 @@ def _execute(names: Sequence[str], options: Options) -> int:
 def _make_command(names: tuple[str, ...]) -> CommandFn:
     """One command function per check (or check-all) over the shared options."""
 
-    @user_errors(PROG)
     def command(
         data: DataOpt = None,
         train: TrainOpt = None,
@@ -191,12 +191,8 @@ app.command(
 for _name in CHECK_ORDER:
     app.command(_name, help=CHECK_HELP[_name])(_make_command((_name,)))
 
-try:  # the benchmark gate lives with the bench helper; the CLI works without it
-    from diagnostics.gate.cli import gate_command
-except ImportError:
-    gate_command = None
-if gate_command is not None:
-    app.command("gate")(gate_command)
+# A broken gate install must fail loudly here, not silently drop the command.
+app.command("gate")(gate_command)
 
 
 def main() -> None:

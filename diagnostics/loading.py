@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from diagnostics.checks.config import moola_cli_default_model
 from diagnostics.context import DiagContext, FitFn, Thresholds
 from moola.config import TrainConfig
 from moola.data.dataset import WindowDataset
@@ -207,7 +208,7 @@ def build_context(
         fit_spec=fit,
         config=cfg,
         thresholds=thresholds or Thresholds(),
-        cli_default_model=defaults.model,
+        cli_default_model=moola_cli_default_model(),
     )
 
 

@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diagnostics import PROG
 from diagnostics.result import SCHEMA_VERSION, CheckResult, Status, exit_code, worst
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-TOOL = "moola-diag"
+
 STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim"}
 _ORDER = ("FAIL", "WARN", "PASS", "SKIP")
 MAX_EVIDENCE_LINES = 12  # per finding in the human outputs; the JSON keeps everything the check returned
@@ -85,7 +86,7 @@ def print_report(results: Sequence[CheckResult], meta: dict[str, Any], console: 
     """Terminal output: the table, the evidence behind each WARN/FAIL, and the verdict."""
     from rich.text import Text
 
-    console.print(render_table(results, title=f"{TOOL} · {meta_line(meta)}" if meta else TOOL))
+    console.print(render_table(results, title=f"{PROG} · {meta_line(meta)}" if meta else PROG))
     for r in results:
         if r.status in (Status.WARN, Status.FAIL) and r.evidence:
             console.print(Text(f"{r.status.value} {r.check}/{r.name}:", style=STATUS_STYLE[r.status.value]))
@@ -110,7 +111,7 @@ def to_json(
 
     return {
         "schema_version": SCHEMA_VERSION,
-        "tool": {"name": TOOL, "version": __version__},
+        "tool": {"name": PROG, "version": __version__},
         "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "meta": dict(meta),
         "verdict": worst(results).value,
@@ -127,7 +128,7 @@ def _cell(text: str) -> str:
 
 def to_markdown(results: Sequence[CheckResult], meta: dict[str, Any]) -> str:
     """A PR-comment summary: verdict line, the table, then evidence and hints for each WARN/FAIL."""
-    lines = [f"## {TOOL}: {verdict_line(results)}", ""]
+    lines = [f"## {PROG}: {verdict_line(results)}", ""]
     if meta:
         lines += [meta_line(meta), ""]
     if meta.get("interrupted"):

@@ -44,6 +44,12 @@ class CheckResult:
     evidence: tuple[str, ...] = ()
     values: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The one place the rule lives: a PASS asks nothing of the user, so it carries no fix hint.
+        # Checks may build the hint unconditionally; a PASS drops it here.
+        if self.status is Status.PASS and self.hint:
+            object.__setattr__(self, "hint", "")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, strict-JSON form: numpy scalars become numbers and NaN/inf become null."""
         from moola.io import json_safe

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from moola.clitools import run_app, set_debug, user_errors
+from moola.clitools import UserErrorGroup, run_app, set_debug
 from moola.config import TrainConfig
 
 PROG = "moola"
@@ -19,6 +19,7 @@ DEFAULTS = TrainConfig()
 
 app = typer.Typer(
     name=PROG,
+    cls=UserErrorGroup,
     help="Moola: classify windows of 105 OHLC bars into pattern classes (and regress pattern pointers).",
     no_args_is_help=True,
     add_completion=False,
@@ -56,7 +57,6 @@ def _load(data: Path | None) -> Any:
 
 
 @app.command()
-@user_errors(PROG)
 def train(
     model: Annotated[str, typer.Option(help="Model name from 'moola models'.")] = DEFAULTS.model,
     data: DataOption = None,
@@ -175,7 +175,6 @@ def _print_run_summary(result: Any) -> None:
 
 
 @app.command()
-@user_errors(PROG)
 def models(
     n_features: Annotated[
         int | None,
@@ -209,7 +208,6 @@ def models(
 
 
 @data_app.command("generate")
-@user_errors(PROG)
 def data_generate(
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write.", dir_okay=False)],
     n_windows: Annotated[int, typer.Option(min=2, help="Number of labeled windows.")] = 174,
@@ -230,7 +228,6 @@ def data_generate(
 
 
 @data_app.command("inspect")
-@user_errors(PROG)
 def data_inspect(
     path: Annotated[
         Path | None,

@@ -8,17 +8,14 @@ the same one-line shape. Everything else is a bug and propagates with its traceb
 from __future__ import annotations
 
 import contextlib
-import functools
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from moola.errors import Interrupted, MoolaError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _State:
@@ -37,24 +34,29 @@ def fail(prog: str, message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def user_errors(prog: str) -> Callable[[F], F]:
-    """Decorate a command so that a MoolaError exits 2 with one line (works under CliRunner too)."""
+class _UserErrors:
+    """The one place where a ``MoolaError`` ends a command, as one line and exit 2, and an interrupt
+    becomes its exit code. Mixed into the root of every app, so commands and sub-apps mounted under it
+    (the gate) need nothing of their own; works the same under the console script and ``CliRunner``."""
 
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except MoolaError as err:
-                if state.debug:
-                    raise
-                fail(prog, str(err))
-            except KeyboardInterrupt as err:
-                raise typer.Exit(report_interrupt(prog, err)) from None
+    def invoke(self, ctx: Any) -> Any:
+        prog = ctx.find_root().info_name
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except MoolaError as err:
+            if state.debug:
+                raise
+            fail(prog, str(err))
+        except KeyboardInterrupt as err:
+            raise typer.Exit(report_interrupt(prog, err)) from None
 
-        return wrapper  # type: ignore[return-value]
 
-    return decorate
+class UserErrorGroup(_UserErrors, TyperGroup):
+    """Root of a multi-command app: ``typer.Typer(cls=UserErrorGroup)``."""
+
+
+class UserErrorCommand(_UserErrors, TyperCommand):
+    """Root of a single-command app: ``app.command(cls=UserErrorCommand)``."""
 
 
 def report_interrupt(prog: str, err: BaseException) -> int:

@@ -15,8 +15,6 @@ from pathlib import Path
 class MoolaError(Exception):
     """A user mistake or unusable input: printed as one line, exit code 2."""
 
-    exit_code = 2
-
     def __init__(self, message: str):
         # Keep the message on one line whatever the caller passed in.
         super().__init__(" ".join(str(message).split()))

@@ -11,12 +11,17 @@ from diagnostics.checks.config import (
     check_config,
     learning_rate,
     legacy_default,
+    moola_cli_default_model,
     total_steps,
 )
+from diagnostics.context import Thresholds
 from diagnostics.loading import build_context
 from diagnostics.result import Status
 from moola.config import TrainConfig
 from moola.models import get_spec
+
+
+TH = Thresholds()
 
 
 def by_name(results):
@@ -65,7 +70,7 @@ def test_planted_bad_hyperparameters_each_warn():
     ],
 )
 def test_batch_steps_thresholds(n, batch, status):
-    assert batch_steps(n, batch).status is status
+    assert batch_steps(n, batch, TH).status is status
 
 
 @pytest.mark.parametrize(
@@ -80,13 +85,47 @@ def test_batch_steps_thresholds(n, batch, status):
     ],
 )
 def test_learning_rate_range(lr, status):
-    assert learning_rate(lr).status is status
+    assert learning_rate(lr, TH).status is status
 
 
 def test_total_steps_and_legacy_default_pure():
-    assert total_steps(60, 9, 10).status is Status.PASS
-    warn = total_steps(10, 2, 10)
+    assert total_steps(60, 9, 10, TH).status is Status.PASS
+    warn = total_steps(10, 2, 10, TH)
     assert warn.status is Status.WARN and "100 epochs" in warn.hint
-    assert total_steps(10_000, 100, 0).status is Status.WARN
-    assert total_steps(10_000, 100, 5).status is Status.PASS
+    assert total_steps(10_000, 100, 0, TH).status is Status.WARN
+    assert total_steps(10_000, 100, 5, TH).status is Status.PASS
     assert legacy_default("x", False, "y").status is Status.PASS
+
+
+def test_thresholds_come_from_the_context_not_module_constants():
+    strict = replace(TH, min_steps_per_epoch=20, lr_max=1e-4, min_total_steps=10_000)
+    assert batch_steps(139, 16, strict).status is Status.WARN  # 9 steps < 20
+    assert learning_rate(1e-3, strict).status is Status.WARN
+    assert total_steps(60, 9, 10, strict).status is Status.WARN
+
+
+def test_default_model_is_read_from_the_moola_train_command(monkeypatch):
+    import typer
+
+    import moola.cli
+
+    assert moola_cli_default_model() == TrainConfig().model
+    legacy_app = typer.Typer()
+
+    @legacy_app.command()
+    def train(model: str = "enhanced_simple_lstm") -> None: ...
+
+    @legacy_app.command()
+    def models() -> None: ...
+
+    monkeypatch.setattr(moola.cli, "app", legacy_app)
+    assert moola_cli_default_model() == "enhanced_simple_lstm"
+    found = by_name(check_config(build_context()))
+    assert found["default_model"].status is Status.FAIL
+    assert found["default_model"].values["config_default"] == TrainConfig().model
+
+
+def test_cli_and_config_defaults_drifting_apart_warns():
+    drift = legacy_default("jade", False, "jade_compact", config_default="jade_compact")
+    assert drift.status is Status.WARN and "TrainConfig" in drift.hint
+    assert legacy_default("jade_compact", False, "jade_compact", "jade_compact").status is Status.PASS

@@ -13,34 +13,60 @@ from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status
 
 if TYPE_CHECKING:
-    from diagnostics.context import DiagContext
+    from diagnostics.context import DiagContext, Thresholds
 
 CHECK = "config"
-MIN_STEPS_PER_EPOCH = 5
-LR_RANGE = (1e-5, 1e-2)  # AdamW on small LSTMs: below barely moves in a few hundred steps, above diverges
-MIN_TOTAL_STEPS = 200
-MAX_TOTAL_STEPS = 200_000
 
 
-def legacy_default(default_model: str, legacy: bool, alternative: str | None) -> CheckResult:
-    """The moola CLI's default model must not be a legacy one: everyone who omits --model trains it."""
+def moola_cli_default_model() -> str:
+    """The model ``moola train`` trains when --model is omitted, read from the CLI itself (torch-free)."""
+    import typer
+
+    from moola.cli import app
+
+    train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    return str(next(p.default for p in train.params if p.name == "model"))
+
+
+def legacy_default(
+    default_model: str, legacy: bool, alternative: str | None, config_default: str | None = None
+) -> CheckResult:
+    """The moola CLI's default model must not be a legacy one: everyone who omits --model trains it.
+
+    ``default_model`` is read from the ``moola train`` command itself; ``config_default`` is
+    ``TrainConfig().model``, what the Python API trains. The two drifting apart is its own bug.
+    """
+    expected = "a non-legacy registered model, the same for `moola train` and TrainConfig"
+    values = {"default_model": default_model, "legacy": legacy, "config_default": config_default}
     if legacy:
         return CheckResult(
             CHECK,
             "default_model",
             Status.FAIL,
-            f"moola's default model is {default_model} (legacy)",
-            "a non-legacy registered model",
-            hint=f"set TrainConfig.model to {alternative}" if alternative else "register a non-legacy model",
-            values={"default_model": default_model, "legacy": True},
+            f"`moola train` defaults to {default_model} (legacy)",
+            expected,
+            hint=f"make {alternative} the default of `moola train --model` and TrainConfig.model"
+            if alternative
+            else "register a non-legacy model",
+            values=values,
+        )
+    if config_default is not None and config_default != default_model:
+        return CheckResult(
+            CHECK,
+            "default_model",
+            Status.WARN,
+            f"`moola train` defaults to {default_model}, TrainConfig.model to {config_default}",
+            expected,
+            hint="derive the CLI default from TrainConfig so both train the same model",
+            values=values,
         )
     return CheckResult(
         CHECK,
         "default_model",
         Status.PASS,
-        f"moola's default model is {default_model}",
-        "a non-legacy registered model",
-        values={"default_model": default_model, "legacy": False},
+        f"`moola train` defaults to {default_model}",
+        expected,
+        values=values,
     )
 
 
@@ -58,42 +84,28 @@ def legacy_selected(model: str, legacy: bool, alternative: str | None) -> CheckR
     return CheckResult(CHECK, "model", Status.PASS, f"{model} (not legacy)", "a non-legacy registered model")
 
 
-def batch_steps(n_train: int, batch_size: int) -> CheckResult:
-    """Steps per epoch = ceil(N_train / batch); WARN if the batch is half the training set or more."""
+def batch_steps(n_train: int, batch_size: int, thresholds: Thresholds) -> CheckResult:
+    """Steps per epoch = ceil(N_train / batch); WARN below the minimum or at half the training set."""
+    k = thresholds.min_steps_per_epoch
     steps = math.ceil(n_train / batch_size) if batch_size > 0 else 0
-    # the largest batch that still gives MIN_STEPS_PER_EPOCH steps: ceil(n / b) >= k  <=>  b < n / (k - 1)
-    max_batch = max(1, math.ceil(n_train / (MIN_STEPS_PER_EPOCH - 1)) - 1)
+    # the largest batch that still gives k steps: ceil(n / b) >= k  <=>  b < n / (k - 1)
+    max_batch = max(1, math.ceil(n_train / (k - 1)) - 1) if k > 1 else n_train
     values = {"n_train": n_train, "batch_size": batch_size, "steps_per_epoch": steps}
     measured = f"batch {batch_size} on {n_train} training windows = {steps} step(s)/epoch"
-    expected = f">= {MIN_STEPS_PER_EPOCH} steps/epoch (batch <= {max_batch})"
+    expected = f">= {k} steps/epoch (batch <= {max_batch})"
     if batch_size < 1:
-        return CheckResult(
-            CHECK,
-            "batch_size",
-            Status.FAIL,
-            measured,
-            expected,
-            hint="batch_size must be >= 1",
-            values=values,
-        )
-    if batch_size >= n_train / 2:
-        return CheckResult(
-            CHECK,
-            "batch_size",
-            Status.WARN,
-            measured,
-            expected,
-            hint=f"use batch_size <= {max_batch}: one or two updates an epoch "
-            "give little gradient noise and few updates",
-            values=values,
-        )
-    status = Status.WARN if steps < MIN_STEPS_PER_EPOCH else Status.PASS
-    hint = f"use batch_size <= {max_batch}" if status is Status.WARN else ""
+        status, hint = Status.FAIL, "batch_size must be >= 1"
+    elif batch_size >= n_train / 2:
+        status = Status.WARN
+        hint = f"use batch_size <= {max_batch}: one or two updates an epoch give little gradient noise and few updates"
+    else:
+        status = Status.WARN if steps < k else Status.PASS
+        hint = f"use batch_size <= {max_batch}"
     return CheckResult(CHECK, "batch_size", status, measured, expected, hint=hint, values=values)
 
 
-def learning_rate(lr: float) -> CheckResult:
-    lo, hi = LR_RANGE
+def learning_rate(lr: float, thresholds: Thresholds) -> CheckResult:
+    lo, hi = thresholds.lr_min, thresholds.lr_max
     measured = f"AdamW lr {lr:g}"
     expected = f"{lo:g} <= lr <= {hi:g}"
     if lr <= 0 or not math.isfinite(lr):
@@ -129,24 +141,25 @@ def learning_rate(lr: float) -> CheckResult:
     return CheckResult(CHECK, "lr", Status.PASS, measured, expected, values={"lr": lr})
 
 
-def total_steps(n_epochs: int, steps_per_epoch: int, patience: int) -> CheckResult:
+def total_steps(n_epochs: int, steps_per_epoch: int, patience: int, thresholds: Thresholds) -> CheckResult:
+    lo, hi = thresholds.min_total_steps, thresholds.max_total_steps
     total = n_epochs * steps_per_epoch
     measured = f"{n_epochs} epochs x {steps_per_epoch} steps = {total:,} updates"
-    expected = f"{MIN_TOTAL_STEPS:,}..{MAX_TOTAL_STEPS:,} updates"
+    expected = f"{lo:,}..{hi:,} updates"
     values = {
         "n_epochs": n_epochs,
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "patience": patience,
     }
-    if total < MIN_TOTAL_STEPS:
-        need = math.ceil(MIN_TOTAL_STEPS / max(steps_per_epoch, 1))
+    if total < lo:
+        need = math.ceil(lo / max(steps_per_epoch, 1))
         return CheckResult(
             CHECK, "total_steps", Status.WARN, measured, expected,
-            hint=f"train >= {need} epochs (or use a smaller batch) so the optimizer takes >= {MIN_TOTAL_STEPS} steps",
+            hint=f"train >= {need} epochs (or use a smaller batch) so the optimizer takes >= {lo} steps",
             values=values,
         )  # fmt: skip
-    if total > MAX_TOTAL_STEPS and patience <= 0:
+    if total > hi and patience <= 0:
         return CheckResult(
             CHECK, "total_steps", Status.WARN, measured, expected,
             hint="enable early stopping (early_stopping_patience > 0) or cut n_epochs: this only overfits 174-window data",
@@ -158,6 +171,7 @@ def total_steps(n_epochs: int, steps_per_epoch: int, patience: int) -> CheckResu
 @register("config")
 def check_config(ctx: DiagContext) -> list[CheckResult]:
     from diagnostics.checks.params import fitting_models, registry_counts, training_samples
+    from moola.config import TrainConfig
     from moola.models import get_spec, list_models
 
     # The suggested replacement is a registered non-legacy model that fits this data's size.
@@ -166,14 +180,15 @@ def check_config(ctx: DiagContext) -> list[CheckResult]:
     fits = fitting_models(counts, training_samples(ctx)[0], ctx.thresholds, exclude="")
     alternative = fits[0][0] if fits else next((s.name for s in list_models() if not s.legacy), None)
     cfg = ctx.config
-    default = get_spec(ctx.cli_default_model)
+    default = get_spec(ctx.cli_default_model)  # read from the `moola train` command by build_context
     selected = get_spec(ctx.model_name)
     n_train = len(ctx.train_idx)
-    batch = batch_steps(n_train, cfg.batch_size)
+    th = ctx.thresholds
+    batch = batch_steps(n_train, cfg.batch_size, th)
     return [
-        legacy_default(default.name, default.legacy, alternative),
+        legacy_default(default.name, default.legacy, alternative, TrainConfig().model),
         legacy_selected(selected.name, selected.legacy, alternative),
         batch,
-        learning_rate(cfg.lr),
-        total_steps(cfg.n_epochs, batch.values["steps_per_epoch"], cfg.early_stopping_patience),
+        learning_rate(cfg.lr, th),
+        total_steps(cfg.n_epochs, batch.values["steps_per_epoch"], cfg.early_stopping_patience, th),
     ]

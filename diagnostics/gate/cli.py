@@ -11,14 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from moola.clitools import user_errors
-
 if TYPE_CHECKING:
     from rich.console import Console
 
     from diagnostics.gate.report import GateReport
-
-PROG = "moola-diag"
 
 
 def print_report(report: GateReport, console: Console) -> None:
@@ -75,7 +71,6 @@ def print_report(report: GateReport, console: Console) -> None:
     console.print(f"{verdict}  ({report.wall_s:.0f} s)")
 
 
-@user_errors(PROG)
 def gate_command(
     base: Annotated[
         str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -138,6 +138,22 @@ def _evaluate(model: nn.Module, data: _Tensors, w: float) -> tuple[float, np.nda
     return float(loss_sum.item()) / n, pred, ptr
 
 
+def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float, np.ndarray]:
+    """(mean cross-entropy, accuracy, int64 predictions) in eval mode without gradients; restores the mode.
+
+    The one batched evaluation: the trainer's validation and the diagnostics' before/after measurements.
+    """
+    if X.shape[0] == 0:
+        return float("nan"), float("nan"), np.zeros(0, dtype=np.int64)
+    was_training = model.training
+    try:
+        loss, pred, _ = _evaluate(model, _Tensors(X, y, None, None), 0.0)
+    finally:
+        model.train(was_training)
+    pred = pred.astype(np.int64)
+    return loss, float(np.mean(pred == y.cpu().numpy())), pred
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -147,25 +163,15 @@ def _train(
     model: nn.Module,
     train: _Tensors,
     val: _Tensors | None,
-    *,
-    n_epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    predict_pointers: bool,
-    pointer_loss_weight: float,
-    patience: int,
-    augment: bool,
-    jitter_sigma: float,
-    scale_sigma: float,
-    seed: int,
+    config: TrainConfig,
     device: torch.device,
     callbacks: Sequence[Any],
-    config: TrainConfig | None,
 ) -> FitResult:
+    """The one training loop behind ``fit`` and ``fit_tensors``; every knob comes from ``config``."""
     n = int(train.X.shape[0])
     if n == 0:
         raise MoolaError("no training windows: the training split is empty")
+    batch_size, n_epochs, seed = config.batch_size, config.n_epochs, config.seed
     if batch_size < 1 or n_epochs < 0:
         raise MoolaError(f"batch_size must be >= 1 and n_epochs >= 0, got {batch_size} and {n_epochs}")
     expected_f = getattr(model, "hparams", {}).get("input_size")
@@ -181,18 +187,20 @@ def _train(
     model.to(device)
     if hasattr(model, "set_input_stats"):
         model.set_input_stats(train.X)
+    predict_pointers = config.predict_pointers
     if hasattr(model, "set_pointer_head"):
         model.set_pointer_head(predict_pointers)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
-    w = pointer_loss_weight
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    w = config.pointer_loss_weight
+    patience = config.early_stopping_patience if val is not None else 0  # nothing to watch without val
     train_targets = train.pointers if predict_pointers else None
     val_eval = (
         None if val is None else _Tensors(val.X, val.y, val.pointers if predict_pointers else None, None)
     )
     # Jitter is scaled by each feature's spread so it means the same on every feature.
     feat_std = train.X.std(dim=(0, 1)) if n * train.X.shape[1] > 1 else torch.ones(train.X.shape[2])
-    jitter_scale = (jitter_sigma * feat_std).to(device)
+    jitter_scale = (config.jitter_sigma * feat_std).to(device)
     y_train_np = train.y.cpu().numpy()
     y_val_np = None if val_eval is None else val_eval.y.cpu().numpy()
     n_classes = getattr(model, "hparams", {}).get("n_classes")
@@ -229,8 +237,8 @@ def _train(
             xb, yb = train.X[idx], train.y[idx]
             pb = None if train_targets is None else train_targets[idx]
             b = int(idx.shape[0])
-            if augment:
-                scale = 1.0 + scale_sigma * torch.randn((b, 1, 1), generator=gen, device=device)
+            if config.augment:
+                scale = 1.0 + config.scale_sigma * torch.randn((b, 1, 1), generator=gen, device=device)
                 noise = torch.randn(xb.shape, generator=gen, device=device) * jitter_scale
                 xb = xb * scale + noise
             loss, logits, _ = _loss(model, xb, yb, pb, w)
@@ -328,25 +336,7 @@ def fit(
     val = None
     if val_ds is not None and len(val_ds) > 0:
         val = _to_device(val_ds, device, config.predict_pointers, "validation")
-    return _train(
-        model,
-        train,
-        val,
-        n_epochs=config.n_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        predict_pointers=config.predict_pointers,
-        pointer_loss_weight=config.pointer_loss_weight,
-        patience=config.early_stopping_patience if val is not None else 0,
-        augment=config.augment,
-        jitter_sigma=config.jitter_sigma,
-        scale_sigma=config.scale_sigma,
-        seed=config.seed,
-        device=device,
-        callbacks=callbacks,
-        config=config,
-    )
+    return _train(model, train, val, config, device, callbacks)
 
 
 def fit_tensors(
@@ -365,26 +355,19 @@ def fit_tensors(
     Trains ``model`` in place for ``epochs`` epochs on X (N, T, F) float32 / y (N,) long: classification
     only, no validation, no early stopping, no augmentation; TrainConfig defaults for batch size and lr.
     """
-    defaults = TrainConfig()
     dev = resolve_device(device)
-    X = torch.as_tensor(X, dtype=torch.float32).to(dev)
-    y = torch.as_tensor(y, dtype=torch.long).to(dev)
-    _train(
-        model,
-        _Tensors(X, y, None, None),
-        None,
+    defaults = TrainConfig()
+    config = replace(
+        defaults,
         n_epochs=int(epochs),
         batch_size=defaults.batch_size if batch_size is None else batch_size,
         lr=defaults.lr if lr is None else lr,
-        weight_decay=defaults.weight_decay,
+        device=dev.type,
         predict_pointers=False,
-        pointer_loss_weight=0.0,
-        patience=0,
+        early_stopping_patience=0,
         augment=False,
-        jitter_sigma=0.0,
-        scale_sigma=0.0,
         seed=seed,
-        device=dev,
-        callbacks=(),
-        config=None,
     )
+    X = torch.as_tensor(X, dtype=torch.float32).to(dev)
+    y = torch.as_tensor(y, dtype=torch.long).to(dev)
+    _train(model, _Tensors(X, y, None, None), None, config, dev, callbacks=())
