@@ -16,6 +16,7 @@ from diagnostics import PROG
 from diagnostics.commands import Options
 from diagnostics.gate.cli import gate_command
 from diagnostics.registry import CHECK_ORDER
+from moola.cli import DropNullRowsOption, PointerConventionOption, SplitFileOption
 from moola.clitools import UserErrorGroup, run_app, set_debug, state
 
 app = typer.Typer(
@@ -98,6 +99,22 @@ FitOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the split and the checks' training runs.")]
+JudgeSplitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--judge-split",
+        help="Judge the --split-file rather than refuse it: rows listed in two parts load and count as leakage.",
+    ),
+]
+TimeOrderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--time-order",
+        help="What orders windows in time: bar_start (default) or row (rows are in time order; used to "
+        "split and to judge a split when there is no bar_start).",
+        metavar="bar_start|row",
+    ),
+]
 JsonOpt = Annotated[
     Path | None,
     typer.Option(
@@ -153,6 +170,11 @@ def _make_command(names: tuple[str, ...]) -> CommandFn:
         device: DeviceOpt = "auto",
         fit: FitOpt = None,
         seed: SeedOpt = 0,
+        split_file: SplitFileOption = None,
+        judge_split: JudgeSplitOpt = False,
+        time_order: TimeOrderOpt = None,
+        pointer_convention: PointerConventionOption = None,
+        drop_null_rows: DropNullRowsOption = False,
         json_path: JsonOpt = None,
         report_dir: ReportDirOpt = Path("reports"),
         debug: DebugOpt = False,
@@ -168,6 +190,11 @@ def _make_command(names: tuple[str, ...]) -> CommandFn:
             device=device,
             fit=fit,
             seed=seed,
+            split_file=split_file,
+            judge_split=judge_split,
+            time_order=time_order,
+            pointer_convention=pointer_convention,
+            drop_null_rows=drop_null_rows,
             json_path=json_path,
             report_dir=report_dir,
             debug=state.debug,

@@ -36,6 +36,11 @@ class Options:
     device: str = "auto"
     fit: str | None = None
     seed: int = 0
+    split_file: Path | None = None
+    judge_split: bool = False
+    time_order: str | None = None
+    pointer_convention: str | None = None
+    drop_null_rows: bool = False
     json_path: Path | None = None
     report_dir: Path | None = None
     debug: bool = False
@@ -125,6 +130,7 @@ def build_meta(ctx: DiagContext, names: Sequence[str], elapsed_s: float | None =
         "n_val": None if ctx.val_idx is None else len(ctx.val_idx),
         "classes": list(ctx.dataset.classes),
         "split": ctx.split_kind,
+        "split_reason": ctx.split_reason,
         "model": ctx.model_name,
         "device": ctx.device,
         "fit": ctx.fit_spec,
@@ -156,6 +162,11 @@ def run(
         device=options.device,
         fit=options.fit,
         seed=options.seed,
+        split_file=options.split_file,
+        judge_split=options.judge_split,
+        time_order=options.time_order,
+        pointer_convention=options.pointer_convention,
+        drop_null_rows=options.drop_null_rows,
     )
     results: list[CheckResult] = []
     try:

@@ -37,6 +37,32 @@ class Thresholds:
     # Epochs of the one instrumented training run: the CLI default, so the symptom checks (accuracy gap,
     # majority baseline) judge a model trained as users train it, not a 3-epoch stub that predicts one class.
     sanity_epochs: int = 60
+    # sanity: a --fit running longer than this is stopped (exit 2); generous: 60 legacy-model epochs take ~45 s
+    fit_time_limit_s: float = 900.0
+    # sanity: |init loss - ln C| / ln C beyond this means the untrained predictions are not near-uniform
+    init_loss_tolerance: float = 0.5
+    # sanity: fewer than this fraction of N windows per epoch is a missing loop; more than excess, repeats
+    samples_fail_fraction: float = 0.5
+    samples_excess_fraction: float = 1.05
+    # sanity overfit_batch: a healthy model memorises this many windows to this loss within these steps
+    overfit_samples: int = 8
+    overfit_steps: int = 60
+    overfit_lr: float = 1e-2
+    overfit_target_loss: float = 0.1
+    # sanity grad_clearing: steps starting from an earlier step's un-cleared gradient (1 in 10 is no accident)
+    stale_grad_fraction: float = 0.1
+    # sanity loss_inputs: share of loss calls fed probabilities where logits/log-probabilities belong
+    loss_input_fraction: float = 0.5
+    # sanity label_alignment: the loss's target (sign of dL/dlogits) must equal the true label this often;
+    # permuted labels agree only sum(share_c^2) ~ 0.5, constant labels the majority share
+    label_agreement_min: float = 0.9
+    label_min_rows: int = 16  # fewer identified windows than this: not judged
+    # sanity divergence: median user loss over the last tenth of steps this many times the first tenth's
+    divergence_loss_rise: float = 2.0
+    # sanity weight_norm: trainable-parameter L2 norm falling below this fraction of its initial value
+    weight_collapse_ratio: float = 0.2
+    # sanity coverage: distinct windows per epoch below this fraction of N (sampling with replacement ~0.63)
+    coverage_fail_fraction: float = 0.75
     # gpu: optimizer steps in the training burst, so that ~50 ms NVML utilization samples mean something;
     # capped in epochs so a tiny training set does not loop for ages.
     gpu_burst_steps: int = 200
@@ -46,6 +72,10 @@ class Thresholds:
     # gpu: WARN when NVML says a kernel ran in less than this % of the time while training on the GPU
     gpu_min_mean_util: float = 10.0
     gpu_min_util_samples: int = 3  # fewer NVML samples than this cannot judge utilization (SKIP)
+    # data: WARN when a class is under this share of a split (a classifier can ignore it and look good)
+    min_class_share: float = 0.10
+    # leakage: equal OHLC bars at one consistent offset; chance equality of 8 float price bars is ~impossible
+    min_shared_bars: int = 8
 
 
 @dataclass
@@ -54,7 +84,7 @@ class DiagContext:
     train_idx: np.ndarray  # int64 rows of ``dataset``
     test_idx: np.ndarray
     val_idx: np.ndarray | None = None
-    split_kind: str = "random"  # "random" | "temporal" | "purged" | "given" (separate files)
+    split_kind: str = "random"  # "random" | "temporal" | "purged" | "given" (separate files) | "file"
     model_name: str = "jade_compact"
     device: str = "auto"
     fit: FitFn | None = None  # user's --fit function; None = moola.train.trainer.fit_tensors
@@ -63,18 +93,16 @@ class DiagContext:
     thresholds: Thresholds = field(default_factory=Thresholds)
     cli_default_model: str = "jade_compact"  # what `moola train` trains without --model
     cache: dict[str, Any] = field(default_factory=dict)
+    split_reason: str = ""  # why this split was chosen (report header; see loading.choose_split)
+    time_order: str = "bar_start"  # what orders windows in time: "bar_start" or "row" (--time-order)
 
-    @property
-    def train(self) -> WindowDataset:
-        return self.dataset.subset(self.train_idx)
-
-    @property
-    def test(self) -> WindowDataset:
-        return self.dataset.subset(self.test_idx)
-
-    @property
-    def val(self) -> WindowDataset | None:
-        return None if self.val_idx is None else self.dataset.subset(self.val_idx)
+    def parts(self) -> dict[str, np.ndarray]:
+        """The split's parts in order train, val (when there is one), test: int64 rows of ``dataset``."""
+        out = {"train": np.asarray(self.train_idx, dtype=np.int64)}
+        if self.val_idx is not None and len(self.val_idx):
+            out["val"] = np.asarray(self.val_idx, dtype=np.int64)
+        out["test"] = np.asarray(self.test_idx, dtype=np.int64)
+        return out
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """Compute once per context (e.g. the model's features, a short training run)."""

@@ -82,10 +82,18 @@ def meta_line(meta: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def split_line(meta: dict[str, Any]) -> str:
+    """Which split the run judged and why (a random split of market windows can leak: say so up front)."""
+    reason = meta.get("split_reason")
+    return f"split {meta.get('split')}: {reason}" if reason else ""
+
+
 def print_report(results: Sequence[CheckResult], meta: dict[str, Any], console: Console) -> None:
-    """Terminal output: the table, the evidence behind each WARN/FAIL, and the verdict."""
+    """Terminal output: the split and why, the table, the evidence behind each WARN/FAIL, and the verdict."""
     from rich.text import Text
 
+    if split_line(meta):
+        console.print(Text(split_line(meta)))
     console.print(render_table(results, title=f"{PROG} · {meta_line(meta)}" if meta else PROG))
     for r in results:
         if r.status in (Status.WARN, Status.FAIL) and r.evidence:
@@ -131,6 +139,8 @@ def to_markdown(results: Sequence[CheckResult], meta: dict[str, Any]) -> str:
     lines = [f"## {PROG}: {verdict_line(results)}", ""]
     if meta:
         lines += [meta_line(meta), ""]
+    if split_line(meta):
+        lines += [split_line(meta), ""]
     if meta.get("interrupted"):
         stop = meta["interrupted"]
         lines += [f"**Interrupted by {stop['signal']}**: only {', '.join(stop['completed'])} completed.", ""]

@@ -37,6 +37,32 @@ DataOption = Annotated[
         dir_okay=False,
     ),
 ]
+# Shared with moola-diag (diagnostics/cli.py): how the earlier pipeline's files are read.
+SplitFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--split-file",
+        help='JSON of row indices: {"train": [...], "val": [...]} (also "test"; keys *_idx, '
+        "*_indices). Replaces --split.",
+        dir_okay=False,
+    ),
+]
+PointerConventionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pointer-convention",
+        help="How pointer_start/pointer_end count bars: absolute (0-104) or inner (from bar 30, 0-44). "
+        "Default: the file's metadata, else absolute only when values exceed 44 (else an error). "
+        "expansion_start/expansion_end are always absolute.",
+        metavar="absolute|inner",
+    ),
+]
+DropNullRowsOption = Annotated[
+    bool,
+    typer.Option(
+        "--drop-null-rows", help="Drop windows with null features (named) instead of refusing the file."
+    ),
+]
 
 
 @app.callback()
@@ -46,14 +72,14 @@ def _root(
     set_debug(debug)
 
 
-def _load(data: Path | None) -> Any:
+def _load(data: Path | None, pointer_convention: str | None = None, drop_null_rows: bool = False) -> Any:
     if data is None:
         from moola.data.synthetic import default_dataset
 
         return default_dataset()
     from moola.data.loader import load_windows
 
-    return load_windows(data)
+    return load_windows(data, pointer_convention=pointer_convention, drop_null_rows=drop_null_rows)
 
 
 @app.command()
@@ -94,6 +120,9 @@ def train(
     out_dir: Annotated[
         Path, typer.Option(help="Parent folder of the run directory.", file_okay=False)
     ] = Path(DEFAULTS.out_dir),
+    split_file: SplitFileOption = None,
+    pointer_convention: PointerConventionOption = None,
+    drop_null_rows: DropNullRowsOption = False,
 ) -> None:
     """Train a model and write a run directory (config, per-epoch metrics, checkpoint, summary)."""
     from rich.console import Console
@@ -117,8 +146,16 @@ def train(
         split=split,  # type: ignore[arg-type]  # validated by make_split
         val_fraction=val_fraction,
         out_dir=str(out_dir),
+        split_file=None if split_file is None else str(split_file),
     )
-    dataset = _load(data)
+    dataset = _load(data, pointer_convention, drop_null_rows)
+    warning = ""
+    if data is not None and split_file is None and split == "random" and dataset.bar_start is None:
+        # The earlier pipeline forbade this: neighbouring market windows share bars, so validation leaks.
+        warning = (
+            f"{PROG}: warning: {data} has no bar_start and no --split-file: the random validation split "
+            "can leak between overlapping windows (pass --split-file)"
+        )
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -132,6 +169,8 @@ def train(
     class _EpochProgress:
         # Shown from the first epoch on, so set-up errors print alone, as one line.
         def on_train_start(self, state: Any) -> None:
+            if warning:  # after set-up, so a set-up error still prints alone
+                typer.echo(warning, err=True)
             progress.start()
 
         def on_epoch_end(self, state: Any) -> None:
@@ -233,16 +272,21 @@ def data_inspect(
         Path | None,
         typer.Argument(help="Parquet file to inspect. Default: the embedded dataset.", dir_okay=False),
     ] = None,
+    pointer_convention: PointerConventionOption = None,
+    drop_null_rows: DropNullRowsOption = False,
 ) -> None:
-    """Validate a window file and summarise it: shape, dtype, classes, pointers, provenance."""
+    """Validate a window file and summarise it: which column was used for what, shape, dtype, classes,
+    pointers, provenance."""
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    ds = _load(path)
+    ds = _load(path, pointer_convention, drop_null_rows)
     table = Table(title=str(path) if path else "embedded default dataset", show_header=False)
     table.add_column("field")
     table.add_column("value")
+    for role, used in ds.columns:  # which column fed what (the earlier pipeline's names included)
+        table.add_row(f"column: {role}", used)
     table.add_row("windows", f"{len(ds):,}")
     table.add_row("shape (N, T, F)", str(tuple(ds.X.shape)))
     table.add_row("dtype", f"{ds.X.dtype} ({'C-contiguous' if ds.X.flags.c_contiguous else 'strided'})")
@@ -267,7 +311,8 @@ def data_inspect(
     else:
         table.add_row("provenance", "absent (overlap checks fall back to bar hashing)")
     table.add_row("memory", f"{ds.X.nbytes / 2**20:.2f} MiB")
-    Console().print(table)
+    # Wide enough that the column roles stay on one line when stdout is not a terminal (logs, pipes).
+    Console(width=None if Console().is_terminal else 160).print(table)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ class TrainConfig:
     split: SplitKind = "random"
     val_fraction: float = 0.2
     embargo_bars: int = 105  # purged split: minimum bar gap between train and validation windows
+    split_file: str | None = None  # JSON of file row indices (train + val/test); replaces ``split``
     out_dir: str = "runs"
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -303,9 +304,9 @@ def test_features_not_nested(tmp_path):
 @pytest.mark.parametrize(
     "where, fragments",
     [
-        ("window", ("row 2 (window_id 'w2')", "null value")),
-        ("bar", ("row 3 (window_id 'w3')", "bar 7 is null")),
-        ("value", ("row 1 (window_id 'w1')", "null value in bar 9")),
+        ("window", ("1 row(s) with null features", "row 2 (window_id 'w2')", "--drop-null-rows")),
+        ("bar", ("1 row(s) with null features", "row 3 (window_id 'w3')", "--drop-null-rows")),
+        ("value", ("1 row(s) with null features", "row 1 (window_id 'w1')", "--drop-null-rows")),
     ],
 )
 def test_null_features(tmp_path, where, fragments):
@@ -378,11 +379,34 @@ def test_pointer_not_integer(tmp_path):
     _expect_error(_write(tmp_path, df), "'pointer_start'", "row 8 (window_id 'w008')", "not an integer")
 
 
-def test_duplicate_window_id_names_both_rows(tmp_path):
-    df, _ = _frame()
+def test_duplicate_window_ids_load_and_are_counted(tmp_path):
+    # The earlier pipeline writes one row per expansion: a repeated id is data, not a broken file.
+    df, X = _frame()
     df.loc[9, "window_id"] = "w003"
     df.loc[11, "window_id"] = "w003"
-    _expect_error(_write(tmp_path, df), "'window_id'", "'w003'", "row 3 and row 9")
+    ds = load_windows(_write(tmp_path, df))
+    assert len(ds) == len(df)
+    assert list(ds.window_id).count("w003") == 3
+    np.testing.assert_allclose(ds.X, X.astype(np.float32))
+    assert ("window_id", "window_id (2 repeated)") in ds.columns
+
+
+def test_null_feature_rows_named_all_or_dropped(tmp_path):
+    cells: list = _good_cells(8)
+    cells[2] = None
+    cells[5][4] = None
+    cells[6][1][2] = None
+    path = _write_table(tmp_path, _features_table(cells))
+    message = _expect_error(
+        path, "3 row(s) with null features", "row 2", "row 5", "row 6", "--drop-null-rows"
+    )
+    assert "row 0" not in message
+    ds = load_windows(path, drop_null_rows=True)
+    assert len(ds) == 5
+    np.testing.assert_array_equal(ds.file_rows, [0, 1, 3, 4, 7])
+    np.testing.assert_array_equal(ds.window_id, ["w0", "w1", "w3", "w4", "w7"])
+    np.testing.assert_array_equal(ds.X, np.asarray([cells[r] for r in (0, 1, 3, 4, 7)], dtype=np.float32))
+    assert dict(ds.columns)["dropped"].startswith("3 row(s)")
 
 
 def test_only_moola_error_escapes_for_wrong_types(tmp_path):
@@ -399,3 +423,16 @@ def test_categorical_columns(tmp_path):
     fast = load_windows(path)
     _assert_same(fast, load_windows_naive(path))
     assert fast.classes == ("consolidation", "retracement")
+
+
+def test_save_windows_states_the_pointer_convention_and_keeps_feature_type(tmp_path):
+    # Pointers all <= 44 would be ambiguous without the file's own statement (metadata) of the convention.
+    ds = generate(12, seed=2)
+    small = np.stack([np.arange(12) % 30, np.arange(12) % 30 + 5], axis=1).astype(np.int64)
+    ds = replace(ds, pointers=small, X=ds.X[:, :, :4], feature_type="relative_11d")
+    path = save_windows(ds, tmp_path / "own.parquet")
+    assert pq.read_schema(path).metadata[b"moola.pointer_convention"] == b"absolute"
+    back = load_windows(path)
+    np.testing.assert_array_equal(back.pointers, small)
+    assert back.feature_type == "relative_11d"
+    assert "stated by file metadata" in dict(back.columns)["pointers"]

@@ -87,8 +87,8 @@ def test_shared_bars_found_from_content_alone(sliding):
     train, test = make_split(bare, "random")
     found = _by_name(
         [
-            leakage._window_overlap(DiagContext(bare, train, test)),
-            leakage._shared_bars(DiagContext(bare, train, test)),
+            leakage.window_overlap(DiagContext(bare, train, test)),
+            leakage.shared_bar_windows(DiagContext(bare, train, test)),
         ]
     )
     assert found["window_overlap"].status is Status.SKIP
@@ -103,14 +103,14 @@ def test_epoch_ns_provenance_with_strided_windows():
     ds = windows_dataset(bars, labels=np.arange(n) % 2, stride=7, source="T", timestamps=True)
     train, test = make_split(ds, "random")
     ctx = DiagContext(ds, train, test)
-    content = leakage._shared_bars(ctx)
+    content = leakage.shared_bar_windows(ctx)
     assert content.status is Status.FAIL and content.values["max_shared_bars"] == 98
-    assert leakage._window_overlap(ctx, content_confirms=True).status is Status.FAIL
-    assert leakage._window_overlap(ctx, content_confirms=False).status is Status.WARN
+    assert leakage.window_overlap(ctx, content_confirms=True).status is Status.FAIL
+    assert leakage.window_overlap(ctx, content_confirms=False).status is Status.WARN
     train, test = make_split(ds, "purged")
     purged = DiagContext(ds, train, test, split_kind="purged")
-    assert leakage._shared_bars(purged).status is Status.PASS
-    assert leakage._temporal_order(purged).status is Status.PASS
+    assert leakage.shared_bar_windows(purged).status is Status.PASS
+    assert leakage.temporal_order(purged).status is Status.PASS
 
 
 def test_shared_bars_offsets_and_clean_data():
@@ -132,12 +132,12 @@ def test_identical_windows_fail_with_ids():
     X = ds.X.copy()
     X[test[0]] = X[train[4]]
     leaky = replace(ds, X=X)
-    result, _ = leakage._identical(DiagContext(leaky, train, test))
+    result = leakage.identical_windows(DiagContext(leaky, train, test))
     assert result.status is Status.FAIL and result.values["identical"] == 1
     assert any(
         str(ds.window_id[test[0]]) in line and str(ds.window_id[train[4]]) in line for line in result.evidence
     )
-    clean, _ = leakage._identical(DiagContext(ds, train, test))
+    clean = leakage.identical_windows(DiagContext(ds, train, test))
     assert clean.status is Status.PASS
 
 
@@ -165,11 +165,11 @@ def test_near_duplicates_detects_noisy_copies_quickly():
 def test_temporal_order_catches_a_mislabelled_purged_split(sliding):
     train, test = make_split(sliding, "random")
     ctx = DiagContext(sliding, train, test, split_kind="purged")
-    result = leakage._temporal_order(ctx)
+    result = leakage.temporal_order(ctx)
     assert result.status is Status.FAIL and result.values["test_before_train"] > 0
     # A temporal split without an embargo: ordered, but windows overlap at the boundary.
     train, test = make_split(sliding, "temporal")
-    result = leakage._temporal_order(DiagContext(sliding, train, test, split_kind="temporal"))
+    result = leakage.temporal_order(DiagContext(sliding, train, test, split_kind="temporal"))
     assert result.values["test_before_train"] == 0 and result.values["min_gap_bars"] < 0
     assert result.status is Status.FAIL
 
@@ -206,19 +206,19 @@ def test_legacy_symptoms_test_far_above_train_and_majority_share():
     y_train = np.r_[np.zeros(73), np.ones(66)].astype(int)
     y_test = np.r_[np.ones(27), np.zeros(8)].astype(int)
     st = _st(66 / 139, 27 / 35, y_train, y_test, np.ones(35, dtype=int))
-    gap = leakage._accuracy_gap(ctx, st)
+    gap = leakage.accuracy_gap(ctx, st)
     assert gap.status is Status.FAIL and gap.values["gap"] == pytest.approx(0.296, abs=0.001)
-    base = leakage._majority_baseline(ctx, st)
+    base = leakage.majority_baseline(ctx, st)
     # The model predicts one class everywhere: 0.771 is exactly the best constant guess on test.
     assert base.status is Status.WARN
     assert base.values["best_constant_test"] == pytest.approx(27 / 35)
     # A small gap is fine; a big but noisy one is only a warning.
-    assert leakage._accuracy_gap(ctx, _st(0.70, 0.75, y_train, y_test, y_test)).status is Status.PASS
-    assert leakage._accuracy_gap(ctx, _st(0.70, 0.83, y_train, y_test, y_test)).status is Status.WARN
+    assert leakage.accuracy_gap(ctx, _st(0.70, 0.75, y_train, y_test, y_test)).status is Status.PASS
+    assert leakage.accuracy_gap(ctx, _st(0.70, 0.83, y_train, y_test, y_test)).status is Status.WARN
 
 
 def test_majority_baseline_passes_a_model_clearly_above_it():
     ctx = DiagContext(default_dataset(), np.arange(100), np.arange(100, 174))
     y_test = np.r_[np.zeros(40), np.ones(34)].astype(int)
     st = _st(0.99, 0.98, np.r_[np.zeros(55), np.ones(45)].astype(int), y_test, y_test)
-    assert leakage._majority_baseline(ctx, st).status is Status.PASS
+    assert leakage.majority_baseline(ctx, st).status is Status.PASS

@@ -77,8 +77,20 @@ def tables(draw) -> pa.Table:
     if draw(st.booleans()):
         columns["source"] = ["s"] * n_rows
         columns["bar_start"] = draw(st.lists(st.integers(0, 10_000), min_size=n_rows, max_size=n_rows))
+    if draw(st.integers(0, 3)) == 0:  # the earlier pipeline's absolute pointers, maybe competing
+        columns["expansion_start"] = draw(st.lists(st.integers(-3, T + 3), min_size=n_rows, max_size=n_rows))
+        if draw(st.integers(0, 4)):
+            columns["expansion_end"] = draw(
+                st.lists(st.integers(-3, T + 3), min_size=n_rows, max_size=n_rows)
+            )
+    if draw(st.integers(0, 4)) == 0:
+        columns["feature_type"] = draw(
+            st.lists(st.sampled_from(["relative_11d", "ohlc", None]), min_size=n_rows, max_size=n_rows)
+        )
     if draw(st.integers(0, 5)) == 0:
         columns["features"] = ["not a window"] * n_rows  # wrong type altogether
+    elif draw(st.integers(0, 9)) == 0:
+        columns["features"] = [b"\x80\x04pickled"] * n_rows  # pickled arrays: refused, never unpickled
     # pyarrow infers types; mixed int/str labels or mixed lists may not even form a table: that's fine,
     # such files can't be written, so there is nothing to load.
     try:
@@ -93,7 +105,7 @@ def assert_clean(ds) -> None:
     assert np.isfinite(ds.X).all()
     assert ds.y.dtype == np.int64
     assert ds.window_id.dtype.kind == "U"
-    assert len(np.unique(ds.window_id)) == len(ds)
+    assert len(ds.window_id) == len(ds)  # repeated ids load (the earlier pipeline's second expansions)
     if ds.pointers is not None:
         assert ((ds.pointers >= 0) & (ds.pointers <= T - 1)).all()
         assert (ds.pointers[:, 0] <= ds.pointers[:, 1]).all()

@@ -8,19 +8,19 @@ Everything is vectorized (one pass of numpy per property, duplicate rows by hash
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status
+from moola.data.dataset import WINDOW_LENGTH, row_keys
 
 if TYPE_CHECKING:
     from diagnostics.context import DiagContext
 
 CHECK = "data"
-WINDOW_LENGTH = 105
-MIN_CLASS_SHARE = 0.10
 MAX_ROWS_SHOWN = 5
 
 
@@ -255,7 +255,7 @@ def class_balance(
     y: np.ndarray,
     classes: Sequence[str],
     splits: Mapping[str, np.ndarray],
-    min_share: float = MIN_CLASS_SHARE,
+    min_share: float = 0.10,  # the check passes Thresholds.min_class_share
 ) -> CheckResult:
     """Per split: class counts, minority share, imbalance ratio; WARN if a class is < min_share or absent."""
     k = len(classes)
@@ -305,17 +305,11 @@ def class_balance(
     )
 
 
-def row_hashes(X: np.ndarray) -> np.ndarray:
-    """One opaque void scalar per window: the bytes of its float32 values (equal bytes <=> identical)."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    return X.reshape(len(X), -1).view(np.dtype((np.void, X[0].nbytes if len(X) else 4))).ravel()
-
-
 def duplicate_groups(X: np.ndarray) -> list[np.ndarray]:
     """Groups (row index arrays, size >= 2) of byte-identical windows."""
     if len(X) < 2:
         return []
-    _, inverse, counts = np.unique(row_hashes(X), return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(row_keys(X), return_inverse=True, return_counts=True)
     dup_keys = np.flatnonzero(counts > 1)
     if not len(dup_keys):
         return []
@@ -374,11 +368,55 @@ def duplicates_within(
     )
 
 
-def _splits(ctx: DiagContext) -> dict[str, np.ndarray]:
-    out = {"train": ctx.train_idx, "test": ctx.test_idx}
-    if ctx.val_idx is not None:
-        out["val"] = ctx.val_idx
-    return out
+def duplicate_ids(
+    window_id: np.ndarray,
+    y: np.ndarray,
+    pointers: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
+) -> CheckResult | None:
+    """Window ids that repeat (the earlier pipeline writes one row per expansion of an annotation): how
+    many, and whether the copies disagree on label or pointers. None when every id is unique."""
+    ids = np.asarray(window_id)
+    uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    repeated = counts > 1
+    if not repeated.any():
+        return None
+    rows_repeated = np.flatnonzero(repeated[inverse])
+    # A group disagrees when its label (or a pointer) is not the same in every row: compare with the
+    # group's first row, vectorized.
+    first_row = np.full(len(uniq), -1, dtype=np.int64)
+    first_row[inverse[::-1]] = np.arange(len(ids))[::-1]
+    ref = first_row[inverse]
+    label_diff = np.zeros(len(uniq), dtype=bool)
+    np.logical_or.at(label_diff, inverse, y != y[ref])
+    pointer_diff = np.zeros(len(uniq), dtype=bool)
+    if pointers is not None:
+        np.logical_or.at(pointer_diff, inverse, (pointers != pointers[ref]).any(axis=1))
+    n_groups = int(repeated.sum())
+    evidence = []
+    for g in np.flatnonzero(repeated)[:MAX_ROWS_SHOWN]:
+        rows = np.flatnonzero(inverse == g)
+        names = [classes[int(v)] if classes is not None else str(v) for v in y[rows]]
+        what = f"labels {names}" + (f", pointers {pointers[rows].tolist()}" if pointers is not None else "")
+        evidence.append(f"window_id {str(uniq[g])!r}: rows {rows.tolist()}, {what}")
+    return CheckResult(
+        CHECK,
+        "duplicate_ids",
+        Status.WARN,
+        f"{n_groups} window_id(s) repeat ({len(rows_repeated)} rows); {int(label_diff.sum())} with different "
+        f"labels, {int(pointer_diff.sum())} with different pointers",
+        "unique window_ids, or copies that stay in one split",
+        hint="one annotation with several expansions gives one row each: keep the copies in one split "
+        "(split by window_id; the leakage check FAILs copies on both sides)",
+        evidence=tuple(evidence),
+        values={
+            "repeated_ids": n_groups,
+            "rows": len(rows_repeated),
+            "label_conflicts": int(label_diff.sum()),
+            "pointer_conflicts": int(pointer_diff.sum()),
+        },
+    )
 
 
 def model_input(ctx: DiagContext) -> tuple[str, int]:
@@ -398,41 +436,96 @@ def model_input(ctx: DiagContext) -> tuple[str, int]:
     return spec.feature_set, int(width)
 
 
+def _loader_guarantees(results: list[CheckResult], ds: Any) -> list[CheckResult]:
+    """Through the CLI the loader (or the generator) has already refused non-finite values, labels
+    outside the class list and pointers outside the window: say so on those PASSes, so none reads as
+    more than it is. They stay real checks for arrays built elsewhere (``inspect_arrays``)."""
+    by = "the loader (it refuses such files)" if ds.path else "the synthetic generator"
+    out = []
+    for r in results:
+        if r.status is Status.PASS and r.name in ("raw.finite", "labels", "pointers"):
+            r = replace(r, measured=f"{r.measured}: guaranteed by {by}")
+        out.append(r)
+    return out
+
+
+def pointer_columns(ds: Any) -> str | None:
+    """How the pointers were read (columns, convention), from the loader's column roles."""
+    return dict(ds.columns).get("pointers")
+
+
+def trusted_features(ds: Any, feature_set: str, width: int, model: str) -> CheckResult:
+    """A file of precomputed features: confirm the width the model reads, and name what is trusted."""
+    from moola.features import FEATURE_SETS
+
+    ok = ds.n_features == width
+    return CheckResult(
+        CHECK,
+        "features.transform",
+        Status.PASS if ok else Status.FAIL,
+        f"{ds.n_features} values per bar precomputed in the file (feature_type {ds.feature_type!r}), used as "
+        f"is: moola trusts the file's transform and does not recompute {feature_set}",
+        f"{width} values per bar ({feature_set}, what {model} reads)",
+        hint="" if ok else f"give the model {width}-value bars ({feature_set}) or the raw OHLC prices",
+        evidence=(
+            f"{feature_set} dimensions: {', '.join(FEATURE_SETS[feature_set])}",
+            "without raw prices the values cannot be checked against moola's definition; a model trained "
+            "on them expects the same transform at inference",
+        ),
+        values={"feature_type": ds.feature_type, "width": ds.n_features, "trusted_as": feature_set},
+    )
+
+
 @register("data")
 def check_data(ctx: DiagContext) -> list[CheckResult]:
     from moola.errors import MoolaError
     from moola.features import transform
 
     ds = ctx.dataset
+    feature_set, width = model_input(ctx)
+    precomputed = ds.feature_type is not None
     results = inspect_arrays(
         ds.X,
         ds.y,
-        label="raw",
+        label="features" if precomputed else "raw",
         n_classes=ds.n_classes,
         pointers=ds.pointers,
         window_id=ds.window_id,
-        expected_F=4,
-        feature_set="ohlc4",
+        expected_F=width if precomputed else 4,
+        feature_set=feature_set if precomputed else "ohlc4",
     )
-    feature_set, width = model_input(ctx)
-    try:
-        feats = ctx.memo(f"features:{feature_set}", lambda: transform(ds.X, feature_set))
-    except MoolaError as err:
-        results.append(
-            CheckResult(
-                CHECK,
-                "features.layout",
-                Status.FAIL,
-                f"{feature_set} cannot be computed: {err}",
-                f"float32 (N, {WINDOW_LENGTH}, {width})",
-                hint="repair or drop the offending window (prices must be finite and > 0 for log ratios)",
-            )
-        )
+    results = _loader_guarantees(results, ds)
+    if pointer_columns(ds) is not None:
+        results = [
+            replace(r, evidence=(*r.evidence, f"read from {pointer_columns(ds)}"))
+            if r.name == "pointers"
+            else r
+            for r in results
+        ]
+    if precomputed:
+        results.append(trusted_features(ds, feature_set, width, ctx.model_name))
     else:
-        results += inspect_arrays(
-            feats, label="features", expected_F=width, feature_set=feature_set, window_id=ds.window_id
-        )
-    splits = _splits(ctx)
-    results.append(class_balance(ds.y, ds.classes, splits))
+        try:
+            feats = ctx.memo(f"features:{feature_set}", lambda: transform(ds.X, feature_set))
+        except MoolaError as err:
+            results.append(
+                CheckResult(
+                    CHECK,
+                    "features.layout",
+                    Status.FAIL,
+                    f"{feature_set} cannot be computed: {err}",
+                    f"float32 (N, {WINDOW_LENGTH}, {width})",
+                    hint="repair or drop the offending window (prices must be finite and > 0 for log ratios)",
+                )
+            )
+        else:
+            results += inspect_arrays(
+                feats, label="features", expected_F=width, feature_set=feature_set, window_id=ds.window_id
+            )
+    splits = ctx.parts()
+    results.append(class_balance(ds.y, ds.classes, splits, ctx.thresholds.min_class_share))
     results.append(duplicates_within(ds.X, ds.y, splits, ds.window_id, ds.classes))
+    repeated = duplicate_ids(ds.window_id, ds.y, ds.pointers, ds.classes)
+    if repeated is not None:
+        results.append(repeated)
     return results

@@ -1,16 +1,23 @@
 """Leakage: does anything the model is tested on also sit in what it was trained on?
 
-Findings (each compares a measurement on THIS split with what a clean split gives):
+Findings (each a public function of the same name returning a CheckResult -- ``near_duplicate_windows``
+and ``shared_bar_windows`` for the two whose names the array-level functions hold; each compares a
+measurement on THIS split with what a clean split gives; those comparing pairs of splits share
+``pair_finding``):
+  split_choice       WARN when the split is random for lack of time information (market windows overlap)
+  split_rows         a --split-file judged with --judge-split: rows listed in two parts
   identical_windows  byte-identical windows (float32 rows) across train/test(/val)
-  shared_ids         window_ids present in more than one split
+  shared_ids         window_ids present in more than one split (FAIL: copies of one annotation, e.g. the
+                     earlier pipeline's row per expansion, trained on and tested on)
   near_duplicates    windows closer (z-scored per window, Euclidean) to a window of another split than
                      ``near_duplicate_fraction`` x the median nearest-neighbour distance within train
   window_overlap     windows of one source whose bar ranges [bar_start, bar_start + T) intersect across
                      splits (provenance; with epoch-ns starts the bar length is inferred, so an overlap
                      FAILs only when shared_bars confirms it, else WARN)
   shared_bars        the same, from content alone: a window whose bars k..T-1 equal another's 0..T-1-k
-                     (>= MIN_SHARED_BARS equal bars at one consistent offset)
-  temporal_order     for temporal/purged splits: test after train, same-source gaps >= the embargo
+                     (>= Thresholds.min_shared_bars equal bars at one consistent offset)
+  temporal_order     for temporal/purged/file splits: test after train (by bar_start, or row order with
+                     --time-order row), same-source gaps >= the embargo
   accuracy_gap       test accuracy far above train accuracy after the short training run
   majority_baseline  is the test accuracy distinguishable from always predicting the majority class?
 """
@@ -18,16 +25,18 @@ Findings (each compares a measurement on THIS split with what a clean split give
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
+from diagnostics.context import Thresholds
 from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status, skip
+from moola.data.dataset import row_keys
 
 CHECK = "leakage"
-# Equal OHLC bars at one consistent offset: chance equality of 8 float price bars is ~impossible.
-MIN_SHARED_BARS = 8
 NN_BLOCK = 1024  # query rows per distance block: 1024 x 20,000 float32 = 82 MB
 REFERENCE_SAMPLE = 2000  # train rows whose within-train NN distance sets the scale
 MAX_EXAMPLES = 5
@@ -36,39 +45,111 @@ MAX_EXAMPLES = 5
 # --------------------------------------------------------------------------- split bookkeeping
 
 
-def _splits(ctx) -> list[tuple[str, np.ndarray]]:
-    parts = [
-        ("train", np.asarray(ctx.train_idx, dtype=np.int64)),
-        ("test", np.asarray(ctx.test_idx, dtype=np.int64)),
-    ]
-    if ctx.val_idx is not None and len(ctx.val_idx):
-        parts.insert(1, ("val", np.asarray(ctx.val_idx, dtype=np.int64)))
-    return parts
-
-
-def _pairs(ctx) -> list[tuple[str, np.ndarray, str, np.ndarray]]:
+def pairs(ctx) -> list[tuple[str, np.ndarray, str, np.ndarray]]:
     """(reference name, rows, query name, rows): train vs each held-out split, and val vs test."""
-    parts = dict(_splits(ctx))
-    pairs = [("train", parts["train"], "test", parts["test"])]
+    parts = ctx.parts()
+    out = [("train", parts["train"], "test", parts["test"])]
     if "val" in parts:
-        pairs += [
-            ("train", parts["train"], "val", parts["val"]),
-            ("val", parts["val"], "test", parts["test"]),
-        ]
-    return pairs
+        out += [("train", parts["train"], "val", parts["val"]), ("val", parts["val"], "test", parts["test"])]
+    return out
 
 
 def _ids(ctx, rows: np.ndarray) -> list[str]:
     return [str(v) for v in ctx.dataset.window_id[rows]]
 
 
+@dataclass
+class PairCount:
+    """One pair of splits measured: held-out windows flagged, evidence lines, extra values."""
+
+    count: int
+    lines: list[str] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def pair_finding(
+    ctx,
+    name: str,
+    measure: Callable[[str, np.ndarray, str, np.ndarray], PairCount | None],
+    *,
+    status_if_found: Status,
+    measured: Callable[[int], str],
+    expected: str,
+    hint: str,
+    total_key: str,
+    head: tuple[str, ...] = (),
+) -> CheckResult:
+    """The one skeleton of the findings that compare pairs of splits: measure each pair (None: not
+    measurable), count, judge (any flagged window -> ``status_if_found``), and give the evidence."""
+    total, lines, values = 0, list(head), {}
+    for ref_name, ref, q_name, query in pairs(ctx):
+        found = measure(ref_name, ref, q_name, query)
+        if found is None:
+            continue
+        values[f"{q_name}_in_{ref_name}"] = found.count
+        values.update(found.values)
+        total += found.count
+        lines += found.lines
+    return CheckResult(
+        CHECK,
+        name,
+        status_if_found if total else Status.PASS,
+        measured=measured(total),
+        expected=expected,
+        hint=hint,
+        evidence=tuple(lines),
+        values={total_key: total, **values},
+    )
+
+
+# --------------------------------------------------------------------------- the split itself
+
+
+def split_choice(ctx) -> CheckResult | None:
+    """A random split chosen for lack of time information: WARN (None when the split respects time or
+    the data cannot overlap). Overlapping market windows on both sides of a random split leak."""
+    if ctx.split_kind != "random" or ctx.dataset.path is None or ctx.dataset.bar_start is not None:
+        return None
+    return CheckResult(
+        CHECK,
+        "split_choice",
+        Status.WARN,
+        f"random split of {len(ctx.dataset)} windows with no time information",
+        "a split in time: bar_start, --split-file, or --time-order row",
+        hint="a random split of market windows can leak (neighbouring windows share bars): pass the split "
+        "you train with (--split-file) or --time-order row if the rows are in time order",
+        evidence=(ctx.split_reason,) if ctx.split_reason else (),
+    )
+
+
+def split_rows(ctx) -> CheckResult | None:
+    """A --split-file judged with --judge-split: file rows listed in two of its parts FAIL (None when the
+    parts are disjoint)."""
+    if ctx.split_kind != "file":
+        return None
+    parts = list(ctx.parts().values())
+    if not any(len(np.intersect1d(a, b)) for i, a in enumerate(parts) for b in parts[i + 1 :]):
+        return None  # disjoint, as the loader enforces unless --judge-split: a PASS here would say nothing
+
+    def measure(ref_name, ref, q_name, query) -> PairCount:
+        common = np.intersect1d(ref, query)
+        lines = [f"{len(common)} row(s) in both {ref_name} and {q_name}: {', '.join(_ids(ctx, common[:5]))}"]
+        return PairCount(len(common), lines if len(common) else [])
+
+    return pair_finding(
+        ctx,
+        "split_rows",
+        measure,
+        status_if_found=Status.FAIL,
+        measured=lambda n: f"{n} row(s) listed in two parts of the split file",
+        expected="0: every row in at most one part",
+        hint="remove each shared row from all but one part of the split file",
+        total_key="shared_rows",
+        head=(ctx.split_reason,),
+    )
+
+
 # --------------------------------------------------------------------------- identical windows
-
-
-def row_keys(X: np.ndarray) -> np.ndarray:
-    """One opaque void scalar per window: its float32 bytes (comparable, sortable, hashable by numpy)."""
-    flat = np.ascontiguousarray(np.asarray(X, dtype=np.float32).reshape(len(X), -1))
-    return flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()
 
 
 def identical_pairs(X_ref: np.ndarray, X_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,54 +163,58 @@ def identical_pairs(X_ref: np.ndarray, X_query: np.ndarray) -> tuple[np.ndarray,
     return mask, order[pos]
 
 
-def _identical(ctx) -> tuple[CheckResult, dict[tuple[str, str], np.ndarray]]:
+def identical_windows(ctx) -> CheckResult:
     X = ctx.dataset.X
-    total, lines, values, masks = 0, [], {}, {}
-    for ref_name, ref, q_name, query in _pairs(ctx):
+
+    def measure(ref_name, ref, q_name, query) -> PairCount:
         mask, partner = identical_pairs(X[ref], X[query])
-        masks[(ref_name, q_name)] = mask
         n = int(mask.sum())
-        values[f"{q_name}_in_{ref_name}"] = n
-        total += n
-        if n:
-            q_ids = _ids(ctx, query[mask][:MAX_EXAMPLES])
-            r_ids = _ids(ctx, ref[partner][:MAX_EXAMPLES])
-            lines.append(f"{n} of {len(query)} {q_name} windows are byte-identical to a {ref_name} window:")
-            lines += [f"  {q_name} {a} == {ref_name} {b}" for a, b in zip(q_ids, r_ids, strict=True)]
-    measured = ", ".join(f"{k.replace('_in_', ' in ')}: {v}" for k, v in values.items())
-    result = CheckResult(
-        CHECK,
+        if not n:
+            return PairCount(0)
+        q_ids, r_ids = _ids(ctx, query[mask][:MAX_EXAMPLES]), _ids(ctx, ref[partner][:MAX_EXAMPLES])
+        lines = [f"{n} of {len(query)} {q_name} windows are byte-identical to a {ref_name} window:"]
+        lines += [f"  {q_name} {a} == {ref_name} {b}" for a, b in zip(q_ids, r_ids, strict=True)]
+        return PairCount(n, lines)
+
+    result = pair_finding(
+        ctx,
         "identical_windows",
-        Status.FAIL if total else Status.PASS,
-        measured=f"identical windows across splits ({measured})",
+        measure,
+        status_if_found=Status.FAIL,
+        measured=lambda n: f"{n} held-out window(s) byte-identical to a window of another split",
         expected="0 (a test window that is also a training window is memorised, not predicted)",
-        hint="deduplicate the windows before splitting (hash each window's values)" if total else "",
-        evidence=tuple(lines[: 2 + MAX_EXAMPLES * 3]),
-        values={"identical": total, **values},
+        hint="deduplicate the windows before splitting (hash each window's values)",
+        total_key="identical",
     )
-    return result, masks
+    return _trim(result, 2 + MAX_EXAMPLES * 3)
 
 
-def _shared_ids(ctx) -> CheckResult:
-    lines, values, total = [], {}, 0
-    for ref_name, ref, q_name, query in _pairs(ctx):
-        common = np.intersect1d(ctx.dataset.window_id[ref], ctx.dataset.window_id[query])
-        values[f"{q_name}_in_{ref_name}"] = len(common)
-        total += len(common)
-        if len(common):
-            shown = ", ".join(str(c) for c in common[:MAX_EXAMPLES])
-            lines.append(f"{len(common)} window_id(s) in both {ref_name} and {q_name}: {shown}")
-    return CheckResult(
-        CHECK,
+def _trim(result: CheckResult, n: int) -> CheckResult:
+    return replace(result, evidence=result.evidence[:n])
+
+
+def shared_ids(ctx) -> CheckResult:
+    """window_ids on both sides of a split: the same annotation (the earlier pipeline repeats an id per
+    expansion) trained on and tested on -- leakage, whatever the bars."""
+    ids = ctx.dataset.window_id
+
+    def measure(ref_name, ref, q_name, query) -> PairCount:
+        common = np.intersect1d(ids[ref], ids[query])
+        n_rows = int(np.isin(ids[query], common).sum())
+        if not n_rows:
+            return PairCount(0)
+        shown = ", ".join(str(c) for c in common[:MAX_EXAMPLES])
+        return PairCount(n_rows, [f"{len(common)} window_id(s) in both {ref_name} and {q_name}: {shown}"])
+
+    return pair_finding(
+        ctx,
         "shared_ids",
-        Status.WARN if total else Status.PASS,
-        measured=f"{total} window_id(s) shared between splits",
-        expected="0: every window belongs to exactly one split",
-        hint="give windows unique ids and split by id (or the same window was exported twice)"
-        if total
-        else "",
-        evidence=tuple(lines),
-        values={"shared_ids": total, **values},
+        measure,
+        status_if_found=Status.FAIL,
+        measured=lambda n: f"{n} held-out window(s) whose window_id also occurs in another split",
+        expected="0: every window_id (all copies of an annotation) in exactly one split",
+        hint="split by window_id so all copies of an annotation land in one split",
+        total_key="shared_ids",
     )
 
 
@@ -226,55 +311,57 @@ def near_duplicates(
     return NearDuplicates(typical, threshold, dist, partner, flagged)
 
 
-def _near_duplicates(ctx, identical_masks: dict[tuple[str, str], np.ndarray]) -> CheckResult:
+def near_duplicate_windows(ctx) -> CheckResult:
     X = ctx.dataset.X
     frac = float(ctx.thresholds.near_duplicate_fraction)
-    total, lines, values, ratios = 0, [], {}, []
-    for ref_name, ref, q_name, query in _pairs(ctx):
+    ratios: list[float] = []
+
+    def measure(ref_name, ref, q_name, query) -> PairCount | None:
         if len(ref) < 2 or len(query) == 0:
-            continue
+            return None
         nd = near_duplicates(X[ref], X[query], frac, seed=0)
         if not math.isfinite(nd.reference_nn) or nd.reference_nn <= 0:
-            continue
+            return None
         # Exact copies are reported by identical_windows; here only the near ones.
-        near = nd.flagged & ~identical_masks.get((ref_name, q_name), np.zeros(len(query), dtype=bool))
-        n = int(near.sum())
-        total += n
+        near = nd.flagged & ~identical_pairs(X[ref], X[query])[0]
         ratio = nd.distance / nd.reference_nn
         finite = ratio[np.isfinite(ratio)]
+        closest = float(finite.min()) if len(finite) else float("nan")
         if len(finite):
-            ratios.append(float(finite.min()))
-        values[f"{q_name}_in_{ref_name}"] = n
-        values[f"{q_name}_{ref_name}_median_nn"] = nd.reference_nn
-        lines.append(
+            ratios.append(closest)
+        lines = [
             f"{q_name} vs {ref_name}: typical {ref_name} NN distance {nd.reference_nn:.3g} (z-scored windows), "
-            f"threshold {nd.threshold:.3g}; closest {q_name} window at {float(finite.min()) if len(finite) else float('nan'):.3g}x"
-        )
-        if n:
-            rows = np.flatnonzero(near)
-            rows = rows[np.argsort(ratio[rows])][:MAX_EXAMPLES]
-            lines += [
-                f"  {q_name} {ctx.dataset.window_id[query[r]]} ~ {ref_name} {ctx.dataset.window_id[ref[nd.partner[r]]]}"
-                f": distance {nd.distance[r]:.3g} = {ratio[r]:.3f}x typical"
-                for r in rows
-            ]
-    return CheckResult(
-        CHECK,
+            f"threshold {nd.threshold:.3g}; closest {q_name} window at {closest:.3g}x"
+        ]
+        rows = np.flatnonzero(near)
+        rows = rows[np.argsort(ratio[rows])][:MAX_EXAMPLES]
+        lines += [
+            f"  {q_name} {ctx.dataset.window_id[query[r]]} ~ {ref_name} {ctx.dataset.window_id[ref[nd.partner[r]]]}"
+            f": distance {nd.distance[r]:.3g} = {ratio[r]:.3f}x typical"
+            for r in rows
+        ]
+        return PairCount(int(near.sum()), lines, {f"{q_name}_{ref_name}_median_nn": nd.reference_nn})
+
+    result = pair_finding(
+        ctx,
         "near_duplicates",
-        Status.FAIL if total else Status.PASS,
-        measured=f"{total} held-out window(s) within {frac:g}x the typical NN distance of another split"
-        + (f" (closest: {min(ratios):.3f}x)" if ratios else ""),
+        measure,
+        status_if_found=Status.FAIL,
+        measured=lambda n: (
+            f"{n} held-out window(s) within {frac:g}x the typical NN distance of another split"
+            + (f" (closest: {min(ratios):.3f}x)" if ratios else "")
+        ),
         expected=f"0 windows closer than {frac:g}x the median within-train NN distance",
-        hint="remove near-copies (noisy or rescaled duplicates) before splitting" if total else "",
-        evidence=tuple(lines),
-        values={"near_duplicates": total, "closest_ratio": min(ratios) if ratios else None, **values},
+        hint="remove near-copies (noisy or rescaled duplicates) before splitting",
+        total_key="near_duplicates",
     )
+    return replace(result, values={**result.values, "closest_ratio": min(ratios) if ratios else None})
 
 
 # --------------------------------------------------------------------------- overlap (provenance)
 
 
-def _bar_positions(ctx) -> tuple[np.ndarray | None, str, bool]:
+def _bar_positions(ctx, rows_allowed: bool = True) -> tuple[np.ndarray | None, str, bool]:
     """(bar_start in bars or None, how it was read, exact).
 
     Bar indices are exact. Epoch-ns starts are divided by the bar length inferred as the gcd of the
@@ -282,8 +369,11 @@ def _bar_positions(ctx) -> tuple[np.ndarray | None, str, bool]:
     of the true bar length, so distances come out too small by that factor -- not exact.
     """
     ds = ctx.dataset
-    if not ds.has_provenance:
-        return None, "no source/bar_start columns", False
+    if rows_allowed and ctx.time_order == "row":
+        # The user says rows are in time order: positions are row numbers, not bars (not exact).
+        return ds.file_rows.astype(np.int64), "row order (--time-order row; rows, not bars)", False
+    if ds.bar_start is None:
+        return None, "no bar_start column", False
     starts = ds.bar_start.astype(np.int64)
     from moola.data.splits import EPOCH_NS_THRESHOLD, infer_bar_ns
     from moola.errors import MoolaError
@@ -327,47 +417,49 @@ def nearest_gaps(starts: np.ndarray, source: np.ndarray, ref: np.ndarray, query:
     return gap, partner
 
 
-def _window_overlap(ctx, content_confirms: bool = True) -> CheckResult:
-    starts, how, exact = _bar_positions(ctx)
-    if starts is None:
-        return skip(CHECK, "window_overlap", f"no usable provenance ({how}); see shared_bars")
+def window_overlap(ctx, content_confirms: bool = True) -> CheckResult:
+    # Overlap needs bar positions: row order says which window is first, not how many bars they share.
+    starts, how, exact = _bar_positions(ctx, rows_allowed=False)
+    if starts is None or ctx.dataset.source is None:
+        why = how if starts is None else "no source column"
+        return skip(CHECK, "window_overlap", f"no usable provenance ({why}); see shared_bars")
     length = int(ctx.dataset.X.shape[1])
     source = ctx.dataset.source
-    total, lines, values, max_shared = 0, [f"{how}; window length {length}"], {}, 0
-    for ref_name, ref, q_name, query in _pairs(ctx):
+    most = [0]
+
+    def measure(ref_name, ref, q_name, query) -> PairCount:
         gap, partner = nearest_gaps(starts, source, ref, query, length)
         over = gap < 0
         n = int(over.sum())
-        total += n
-        values[f"{q_name}_in_{ref_name}"] = n
-        if n:
-            shared = (-gap[over]).astype(np.int64)
-            max_shared = max(max_shared, int(shared.max()))
-            lines.append(
-                f"{n} of {len(query)} {q_name} windows share bars with a {ref_name} window "
-                f"(up to {int(shared.max())} of {length} bars)"
-            )
-            rows = np.flatnonzero(over)[:MAX_EXAMPLES]
-            lines += [
-                f"  {q_name} {ctx.dataset.window_id[query[i]]} (bar {starts[query[i]]}) overlaps {ref_name} "
-                f"{ctx.dataset.window_id[partner[i]]} (bar {starts[partner[i]]}) by {int(-gap[i])} bars"
-                for i in rows
-            ]
+        if not n:
+            return PairCount(0)
+        shared = (-gap[over]).astype(np.int64)
+        most[0] = max(most[0], int(shared.max()))
+        lines = [
+            f"{n} of {len(query)} {q_name} windows share bars with a {ref_name} window "
+            f"(up to {int(shared.max())} of {length} bars)"
+        ]
+        lines += [
+            f"  {q_name} {ctx.dataset.window_id[query[i]]} (bar {starts[query[i]]}) overlaps {ref_name} "
+            f"{ctx.dataset.window_id[partner[i]]} (bar {starts[partner[i]]}) by {int(-gap[i])} bars"
+            for i in np.flatnonzero(over)[:MAX_EXAMPLES]
+        ]
+        return PairCount(n, lines)
+
     # With an inferred bar length an apparent overlap may be windows a few bars apart: FAIL only when the
     # bars themselves confirm it (shared_bars), else WARN.
-    status = Status.PASS if not total else (Status.FAIL if exact or content_confirms else Status.WARN)
-    return CheckResult(
-        CHECK,
+    result = pair_finding(
+        ctx,
         "window_overlap",
-        status,
-        measured=f"{total} held-out window(s) overlapping a window of another split in time",
+        measure,
+        status_if_found=Status.FAIL if exact or content_confirms else Status.WARN,
+        measured=lambda n: f"{n} held-out window(s) overlapping a window of another split in time",
         expected="0: sliding windows that share bars must stay in one split",
-        hint="split by time with an embargo: `--split purged` (drops train windows within the embargo)"
-        if total
-        else "",
-        evidence=tuple(lines),
-        values={"overlapping": total, "max_shared_bars": max_shared, **values},
+        hint="split by time with an embargo: `--split purged` (drops train windows within the embargo)",
+        total_key="overlapping",
+        head=(f"{how}; window length {length}",),
     )
+    return replace(result, values={**result.values, "max_shared_bars": most[0]})
 
 
 # --------------------------------------------------------------------------- overlap (content)
@@ -398,7 +490,7 @@ class SharedBars:
 
 
 def shared_bars(
-    X_ref: np.ndarray, X_query: np.ndarray, min_shared: int = MIN_SHARED_BARS, chunk: int = 200_000
+    X_ref: np.ndarray, X_query: np.ndarray, min_shared: int = Thresholds.min_shared_bars, chunk: int = 200_000
 ) -> SharedBars:
     """For each query window, the most bars it shares with a reference window at a consistent offset
     (query bar q == reference bar q - offset), counting only pairs with >= ``min_shared`` equal bars.
@@ -462,62 +554,67 @@ def shared_bars(
     return SharedBars(best, partner, offset)
 
 
-def _shared_bars(ctx) -> CheckResult:
+def shared_bar_windows(ctx) -> CheckResult:
     X = ctx.dataset.X
     T = int(X.shape[1])
-    total, lines, values, most = 0, [], {}, 0
-    for ref_name, ref, q_name, query in _pairs(ctx):
-        sb = shared_bars(X[ref], X[query])
-        hit = sb.shared >= MIN_SHARED_BARS
+    min_shared = int(ctx.thresholds.min_shared_bars)
+    most = [0]
+
+    def measure(ref_name, ref, q_name, query) -> PairCount:
+        sb = shared_bars(X[ref], X[query], min_shared=min_shared)
+        hit = sb.shared >= min_shared
         n = int(hit.sum())
-        total += n
-        values[f"{q_name}_in_{ref_name}"] = n
-        if n:
-            most = max(most, int(sb.shared.max()))
-            lines.append(
-                f"{n} of {len(query)} {q_name} windows repeat >= {MIN_SHARED_BARS} bars of a {ref_name} window "
-                f"(up to {int(sb.shared.max())} of {T})"
-            )
-            rows = np.flatnonzero(hit)[np.argsort(-sb.shared[hit], kind="stable")][:MAX_EXAMPLES]
-            lines += [
-                f"  {q_name} {ctx.dataset.window_id[query[i]]} bars {max(0, int(sb.offset[i]))}.."
-                f"{min(T, T + int(sb.offset[i])) - 1} == {ref_name} {ctx.dataset.window_id[ref[sb.partner[i]]]}"
-                f" bars {max(0, -int(sb.offset[i]))}..{min(T, T - int(sb.offset[i])) - 1}"
-                f" ({int(sb.shared[i])} equal bars)"
-                for i in rows
-            ]
-    return CheckResult(
-        CHECK,
+        if not n:
+            return PairCount(0)
+        most[0] = max(most[0], int(sb.shared.max()))
+        lines = [
+            f"{n} of {len(query)} {q_name} windows repeat >= {min_shared} bars of a {ref_name} window "
+            f"(up to {int(sb.shared.max())} of {T})"
+        ]
+        rows = np.flatnonzero(hit)[np.argsort(-sb.shared[hit], kind="stable")][:MAX_EXAMPLES]
+        lines += [
+            f"  {q_name} {ctx.dataset.window_id[query[i]]} bars {max(0, int(sb.offset[i]))}.."
+            f"{min(T, T + int(sb.offset[i])) - 1} == {ref_name} {ctx.dataset.window_id[ref[sb.partner[i]]]}"
+            f" bars {max(0, -int(sb.offset[i]))}..{min(T, T - int(sb.offset[i])) - 1}"
+            f" ({int(sb.shared[i])} equal bars)"
+            for i in rows
+        ]
+        return PairCount(n, lines)
+
+    result = pair_finding(
+        ctx,
         "shared_bars",
-        Status.FAIL if total else Status.PASS,
-        measured=f"{total} held-out window(s) repeating >= {MIN_SHARED_BARS} bars of another split's window",
+        measure,
+        status_if_found=Status.FAIL,
+        measured=lambda n: f"{n} held-out window(s) repeating >= {min_shared} bars of another split's window",
         expected="0: a held-out window must not contain bars the model trained on",
         hint="windows were cut with stride < window length and split at random: split by time with an embargo"
-        " (`--split purged`)"
-        if total
-        else "",
-        evidence=tuple(lines),
-        values={"windows_sharing_bars": total, "max_shared_bars": most, **values},
+        " (`--split purged`)",
+        total_key="windows_sharing_bars",
     )
+    return replace(result, values={**result.values, "max_shared_bars": most[0]})
 
 
 # --------------------------------------------------------------------------- temporal order
 
 
-def _temporal_order(ctx) -> CheckResult:
+def temporal_order(ctx) -> CheckResult:
     kind = ctx.split_kind
-    if kind not in ("temporal", "purged"):
-        return skip(CHECK, "temporal_order", f"split is {kind!r}, not temporal/purged")
+    if kind not in ("temporal", "purged", "file"):
+        return skip(CHECK, "temporal_order", f"split is {kind!r}, not temporal/purged/file")
     starts, how, exact = _bar_positions(ctx)
     if starts is None:
         return skip(CHECK, "temporal_order", f"no usable provenance ({how})")
     length = int(ctx.dataset.X.shape[1])
     embargo = int(ctx.config.embargo_bars)
+    source = ctx.dataset.source if ctx.dataset.source is not None else np.zeros(len(ctx.dataset), dtype="U1")
     train, test = np.asarray(ctx.train_idx), np.asarray(ctx.test_idx)
     # The split is global in time: every test window should start no earlier than the latest train window.
     latest_train = starts[train].max()
     early = test[starts[test] < latest_train]
-    gap, partner = nearest_gaps(starts, ctx.dataset.source, train, test, length)
+    if ctx.time_order == "row":
+        return _row_order(ctx, early, int(latest_train), len(test), how)
+    gap, partner = nearest_gaps(starts, source, train, test, length)
     finite = np.isfinite(gap)
     min_gap = float(gap[finite].min()) if finite.any() else math.inf
     lines = [f"{how}; embargo {embargo} bars; gap = bars strictly between two windows (negative: overlap)"]
@@ -559,6 +656,27 @@ def _temporal_order(ctx) -> CheckResult:
     )
 
 
+def _row_order(ctx, early: np.ndarray, latest_train: int, n_test: int, how: str) -> CheckResult:
+    """temporal_order by row order: rows say which window is first, not how many bars lie between, so
+    only the order is judged (no gaps, no embargo)."""
+    lines = [how]
+    if len(early):
+        lines.append(
+            f"{len(early)} of {n_test} test windows come before the last train row ({latest_train}), e.g. "
+            + ", ".join(str(ctx.dataset.window_id[i]) for i in early[:MAX_EXAMPLES])
+        )
+    return CheckResult(
+        CHECK,
+        "temporal_order",
+        Status.FAIL if len(early) else Status.PASS,
+        measured=f"{len(early)} test window(s) before the last train row",
+        expected=f"test rows after every train row ({ctx.split_kind} split, --time-order row)",
+        hint="re-cut the split so train ends before test begins (a forward split)",
+        evidence=tuple(lines),
+        values={"test_before_train": len(early)},
+    )
+
+
 # --------------------------------------------------------------------------- symptoms
 
 
@@ -578,7 +696,7 @@ def _fmt_acc(acc: float, n: int) -> str:
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}] (n={n})"
 
 
-def _accuracy_gap(ctx, st) -> CheckResult:
+def accuracy_gap(ctx, st) -> CheckResult:
     from moola.train.metrics import majority_class
 
     gap = st.test_acc - st.train_acc
@@ -613,7 +731,7 @@ def _accuracy_gap(ctx, st) -> CheckResult:
     )
 
 
-def _majority_baseline(ctx, st) -> CheckResult:
+def majority_baseline(ctx, st) -> CheckResult:
     from moola.train.metrics import majority_class
 
     if st.n_test == 0:
@@ -659,16 +777,16 @@ def _majority_baseline(ctx, st) -> CheckResult:
 def check_leakage(ctx) -> list[CheckResult]:
     from diagnostics.training import short_training
 
-    identical, masks = _identical(ctx)
-    content = _shared_bars(ctx)
-    results = [
-        identical,
-        _shared_ids(ctx),
-        _near_duplicates(ctx, masks),
-        _window_overlap(ctx, content_confirms=content.status is Status.FAIL),
+    content = shared_bar_windows(ctx)
+    results = [r for r in (split_choice(ctx), split_rows(ctx)) if r is not None]
+    results += [
+        identical_windows(ctx),
+        shared_ids(ctx),
+        near_duplicate_windows(ctx),
+        window_overlap(ctx, content_confirms=content.status is Status.FAIL),
         content,
-        _temporal_order(ctx),
+        temporal_order(ctx),
     ]
     st = short_training(ctx)
-    results += [_accuracy_gap(ctx, st), _majority_baseline(ctx, st)]
+    results += [accuracy_gap(ctx, st), majority_baseline(ctx, st)]
     return results

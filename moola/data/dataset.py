@@ -11,6 +11,19 @@ OHLC_COLUMNS = ("open", "high", "low", "close")
 DEFAULT_CLASSES = ("consolidation", "retracement")
 
 
+def row_keys(X: np.ndarray) -> np.ndarray:
+    """One opaque void scalar per window: the bytes of its float32 values (equal bytes <=> identical).
+
+    Comparable, sortable and usable with np.unique / np.isin: the one way windows are hashed (the data
+    check's duplicates, the leakage check's identical windows).
+    """
+    X = np.asarray(X, dtype=np.float32)
+    flat = np.ascontiguousarray(X.reshape(len(X), int(np.prod(X.shape[1:], dtype=np.int64))))
+    if flat.shape[1] == 0:  # no values: every window is the same (empty) window
+        return np.zeros(len(X), dtype=np.dtype((np.void, 1)))
+    return flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()
+
+
 # eq=False: field-wise == on numpy arrays is ambiguous; compare arrays explicitly where needed.
 @dataclass(frozen=True, eq=False)
 class WindowDataset:
@@ -24,6 +37,11 @@ class WindowDataset:
     source     unicode (N,) series name, or None
     bar_start  int64 (N,) index (or epoch-ns timestamp) of each window's first bar, or None
     path       where it was loaded from (for error messages), or None
+    feature_type  None: X holds raw OHLC prices; else the name of the precomputed feature set X already
+               holds (the file's ``feature_type`` column), which is used as is, never re-transformed
+    row        int64 (N,) each window's row in the file it came from (split files index file rows, and
+               ``drop_null_rows`` removes some), or None when rows are the file's rows in order
+    columns    (role, description) pairs: which file column was used for what (``moola data inspect``)
     """
 
     X: np.ndarray
@@ -34,6 +52,9 @@ class WindowDataset:
     source: np.ndarray | None = None
     bar_start: np.ndarray | None = None
     path: str | None = None
+    feature_type: str | None = None
+    row: np.ndarray | None = None
+    columns: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -45,6 +66,11 @@ class WindowDataset:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def file_rows(self) -> np.ndarray:
+        """Each window's row number in its file (the index a split file refers to)."""
+        return self.row if self.row is not None else np.arange(len(self), dtype=np.int64)
 
     @property
     def has_provenance(self) -> bool:
@@ -65,6 +91,7 @@ class WindowDataset:
             pointers=take(self.pointers),
             source=take(self.source),
             bar_start=take(self.bar_start),
+            row=np.ascontiguousarray(self.file_rows[index]),
         )
 
     def with_features(self, X: np.ndarray) -> WindowDataset:

@@ -1,14 +1,23 @@
 """Labeled window files: a vectorized pyarrow loader, the naive per-row baseline, and the writer.
 
-Parquet schema (one row per window):
+Parquet schema (one row per window) -- moola's own files and the earlier pipeline's (pandas ``to_parquet``):
 
-    window_id      str or int, unique
+    window_id      str or int; repeats load (one annotation with two expansions) and are a data finding
     label          str or int (int labels become their decimal string; classes are sorted --
-                   numerically for int labels, so labels 0..K-1 keep y == label)
+                   numerically for int labels, so labels 0..K-1 keep y == label); any number >= 2 of classes
     features       list of 105 bars, each a list of F numbers (F=4 for OHLC; any F >= 1, the same for
-                   every bar); list, large_list or fixed_size_list at either level
-    pointer_start  optional int, with pointer_end: the pattern's first/last bar, 0 <= start <= end <= 104
-    pointer_end
+                   every bar); list, large_list or fixed_size_list at either level. A null window (or bar
+                   or value) is an error naming the rows, or dropped with ``drop_null_rows``. Bytes
+                   (pickled arrays) are refused: unpickling a data file runs arbitrary code.
+    feature_type   optional str, one value for the file: the bars already hold that feature set (the
+                   earlier pipeline's ``relative_11d``); X is then used as is, never re-transformed
+    pointers       optional, one pair of columns, bars inclusive, start <= end:
+                   expansion_start/expansion_end   absolute bars 0..104 (the earlier pipeline; by name)
+                   pointer_start/pointer_end       convention stated by ``pointer_convention`` or by the
+                                                   file's metadata ``moola.pointer_convention``:
+                                                   "absolute" (0..104) or "inner" (counted from bar 30,
+                                                   0..44); unstated, values above 44 can only be absolute,
+                                                   and all-small values are refused as ambiguous
     source         optional str: which series the window was cut from
     bar_start      optional int, or a timestamp (converted to int64 epoch-ns): the window's first bar
 
@@ -34,7 +43,15 @@ from moola.io import atomic_open
 
 REQUIRED_COLUMNS = ("window_id", "label", "features")
 POINTER_COLUMNS = ("pointer_start", "pointer_end")
-OPTIONAL_COLUMNS = (*POINTER_COLUMNS, "source", "bar_start")
+EXPANSION_COLUMNS = ("expansion_start", "expansion_end")  # the earlier pipeline's absolute pointers
+OPTIONAL_COLUMNS = (*POINTER_COLUMNS, *EXPANSION_COLUMNS, "source", "bar_start", "feature_type")
+# Pointer conventions: name -> the bar that pointer value 0 means. "inner": the earlier pipeline's
+# canonical files count from bar 30, the first bar of the annotated inner window (bars 30-74).
+POINTER_CONVENTIONS = {"absolute": 0, "inner": 30}
+POINTER_METADATA_KEY = b"moola.pointer_convention"
+# feature_type values that still mean raw prices (anything else is a precomputed feature set).
+RAW_FEATURE_TYPES = ("ohlc", "ohlc4", "raw", "raw_ohlc")
+MAX_ROWS_NAMED = 5
 
 PathLike = str | os.PathLike[str]
 
@@ -69,8 +86,9 @@ def _first(mask: np.ndarray) -> int:
     return int(np.argmax(mask))
 
 
-def _read_table(path: Path) -> pa.Table:
-    """Read the needed columns; any I/O or format failure becomes a one-line MoolaError."""
+def _read_table(path: Path) -> tuple[pa.Table, list[str], dict[bytes, bytes]]:
+    """(the needed columns, every column name, the schema metadata); any I/O or format failure becomes a
+    one-line MoolaError."""
     if not path.exists():
         raise MoolaError(f"{path}: file not found")
     if path.is_dir():
@@ -85,7 +103,8 @@ def _read_table(path: Path) -> pa.Table:
                     f"{path}: missing required column {', '.join(repr(c) for c in missing)} (columns: {have})"
                 )
             wanted = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names]
-            return pf.read(columns=wanted)
+            metadata = dict(pf.schema_arrow.metadata or {})
+            return pf.read(columns=wanted), list(names), metadata
     except MoolaError:
         raise
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
@@ -117,16 +136,8 @@ def _window_ids(arr: pa.Array, where: _Where) -> np.ndarray:
         ids = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=str)
     else:
         raise where.error("window_id", f"must hold strings or integers, got {arr.type}")
-    # Duplicates, vectorized: a row whose first occurrence is an earlier row is a repeat.
-    _, first_idx, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    first_of_row = first_idx[inverse.reshape(-1)]
-    dup = first_of_row != np.arange(len(ids))
-    if dup.any():
-        later = _first(dup)
-        earlier = int(first_of_row[later])
-        raise where.error(
-            "window_id", f"duplicate window_id {str(ids[later])!r} in row {earlier} and row {later}", None
-        )
+    # Repeated ids load: the earlier pipeline writes one row per expansion, so an annotation with two
+    # expansions repeats its id. The data check reports them; leakage FAILs when copies straddle a split.
     return np.ascontiguousarray(ids)
 
 
@@ -163,8 +174,21 @@ def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
+PICKLE_HINT = (
+    "unpickling a data file runs arbitrary code, so moola does not; convert it once, in a session you "
+    "trust: df['features'] = [[list(map(float, bar)) for bar in pickle.loads(b)] for b in df['features']]; "
+    "df.to_parquet(NEW_PATH)"
+)
+
+
+def _refuse_pickled(arr: pa.Array, where: _Where) -> None:
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        raise where.error("features", f"holds bytes (pickled arrays?): {PICKLE_HINT}")
+
+
 def _features(arr: pa.Array, where: _Where, length: int) -> np.ndarray:
     col = "features"
+    _refuse_pickled(arr, where)
     if not _is_list(arr.type) or not _is_list(arr.type.value_type):
         raise where.error(col, f"must be a list of bars, each a list of numbers; got {arr.type}")
     n = len(arr)
@@ -265,25 +289,140 @@ def _int_column(arr: pa.Array, where: _Where, column: str) -> np.ndarray:
     raise where.error(column, f"must hold integers, got {arr.type}")
 
 
-def _pointers(table: pa.Table, where: _Where, length: int) -> np.ndarray | None:
-    present = [c for c in POINTER_COLUMNS if c in table.column_names]
-    if not present:
-        return None
-    if len(present) == 1:
-        other = next(c for c in POINTER_COLUMNS if c not in present)
-        raise where.error(present[0], f"given without {other!r} (pointers need both columns)")
-    start = _int_column(_column(table, "pointer_start"), where, "pointer_start")
-    end = _int_column(_column(table, "pointer_end"), where, "pointer_end")
-    for name, values in (("pointer_start", start), ("pointer_end", end)):
-        bad = (values < 0) | (values > length - 1)
+def _pointer_range(convention: str, length: int) -> tuple[int, int]:
+    """(offset, largest value) of a convention: inner pointers span the inner window, bars 30..74."""
+    offset = POINTER_CONVENTIONS[convention]
+    return offset, length - 1 - 2 * offset
+
+
+def _stated_convention(
+    option: str | None, metadata: dict[bytes, bytes], where: _Where, column: str
+) -> tuple[str | None, str]:
+    """(the convention the user or the file states, who stated it); option and metadata must agree."""
+    meta = metadata.get(POINTER_METADATA_KEY)
+    meta_value = meta.decode("utf-8", "replace") if meta is not None else None
+    for value, who in ((option, "--pointer-convention"), (meta_value, "file metadata")):
+        if value is not None and value not in POINTER_CONVENTIONS:
+            raise where.error(
+                column,
+                f"{who} {value!r}: unknown pointer convention; valid: {', '.join(POINTER_CONVENTIONS)}",
+            )
+    if option is not None and meta_value is not None and option != meta_value:
+        raise where.error(
+            column,
+            f"--pointer-convention {option} contradicts the file's metadata "
+            f"({POINTER_METADATA_KEY.decode()}={meta_value}); drop the option or fix the file",
+        )
+    if option is not None:
+        return option, "--pointer-convention"
+    if meta_value is not None:
+        return meta_value, f"file metadata {POINTER_METADATA_KEY.decode()}"
+    return None, ""
+
+
+def _pointers(
+    table: pa.Table,
+    where: _Where,
+    length: int,
+    convention: str | None,
+    metadata: dict[bytes, bytes],
+) -> tuple[np.ndarray | None, str | None]:
+    """(absolute int64 (N, 2) [start, end] or None, how the columns were read)."""
+    names = table.column_names
+    complete = []
+    for pair in (EXPANSION_COLUMNS, POINTER_COLUMNS):
+        present = [c for c in pair if c in names]
+        if len(present) == 1:
+            other = next(c for c in pair if c not in present)
+            raise where.error(present[0], f"given without {other!r} (pointers need both columns)")
+        if present:
+            complete.append(pair)
+    if not complete:
+        return None, None
+    if len(complete) == 2:
+        raise where.error(
+            None,
+            "two competing pointer column pairs, expansion_start/expansion_end (absolute) and "
+            "pointer_start/pointer_end: keep one (e.g. df.drop(columns=['pointer_start', 'pointer_end']))",
+        )
+    start_col, end_col = complete[0]
+    start = _int_column(_column(table, start_col), where, start_col)
+    end = _int_column(_column(table, end_col), where, end_col)
+    stated, who = _stated_convention(convention, metadata, where, start_col)
+    if complete[0] == EXPANSION_COLUMNS:
+        if stated is not None and stated != "absolute":
+            raise where.error(
+                start_col,
+                f"{who} says {stated}, but expansion_start/expansion_end are absolute bars by definition "
+                "(the inner convention is pointer_start/pointer_end)",
+            )
+        convention, why = "absolute", "absolute bars (expansion_* columns are absolute by definition)"
+    elif stated is not None:
+        convention, why = stated, f"{stated} (stated by {who})"
+    else:
+        top = int(max(start.max(), end.max()))
+        _, inner_max = _pointer_range("inner", length)
+        if top <= inner_max:
+            raise where.error(
+                start_col,
+                f"pointer convention unknown and ambiguous (every value <= {inner_max}): pass "
+                f"--pointer-convention absolute (bars 0..{length - 1}) or inner (counted from bar "
+                f"{POINTER_CONVENTIONS['inner']}, 0..{inner_max})",
+            )
+        convention = "absolute"
+        why = f"absolute (not stated; values up to {top} exceed the inner range 0..{inner_max})"
+    offset, top_allowed = _pointer_range(convention, length)
+    for name, values in ((start_col, start), (end_col, end)):
+        bad = (values < 0) | (values > top_allowed)
         if bad.any():
             r = _first(bad)
-            raise where.error(name, f"{values[r]} outside [0, {length - 1}]", r)
+            raise where.error(name, f"{values[r]} outside [0, {top_allowed}] ({convention} convention)", r)
     bad = start > end
     if bad.any():
         r = _first(bad)
-        raise where.error("pointer_start", f"start {start[r]} > pointer_end {end[r]}", r)
-    return np.ascontiguousarray(np.stack([start, end], axis=1))
+        raise where.error(start_col, f"start {start[r]} > {end_col} {end[r]}", r)
+    pointers = np.ascontiguousarray(np.stack([start, end], axis=1) + offset)
+    return pointers, f"{start_col}/{end_col}: {why}; stored as absolute bars 0..{length - 1}"
+
+
+def _feature_type(arr: pa.Array, where: _Where) -> str | None:
+    """The precomputed feature set the file declares, or None for raw OHLC prices."""
+    _check_no_nulls(arr, where, "feature_type")
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        raise where.error("feature_type", f"must hold strings, got {arr.type}")
+    values = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=str)
+    differs = values != values[0]
+    if differs.any():
+        r = _first(differs)
+        raise where.error(
+            "feature_type", f"{values[r]!r} differs from row 0's {values[0]!r}: one feature set per file", r
+        )
+    value = str(values[0])
+    return None if value.lower() in RAW_FEATURE_TYPES else value
+
+
+def null_feature_rows(arr: pa.Array) -> np.ndarray:
+    """bool (N,): rows whose window, one of its bars, or one of its values is null (vectorized)."""
+    mask = np.zeros(len(arr), dtype=bool)
+    if arr.null_count:
+        mask |= np.asarray(arr.is_null(), dtype=bool)
+    if not (_is_list(arr.type) and _is_list(arr.type.value_type)):
+        return mask
+    outer, bars = _list_layout(arr)
+    lo, hi = int(outer[0]), int(outer[-1])
+    bars = bars.slice(lo, hi - lo)
+
+    def rows_of(bar_positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(outer, lo + bar_positions, side="right") - 1
+
+    if bars.null_count:
+        mask[rows_of(np.flatnonzero(np.asarray(bars.is_null(), dtype=bool)))] = True
+    inner, leaves = _list_layout(bars)
+    leaves = leaves.slice(int(inner[0]), int(inner[-1]) - int(inner[0]))
+    if leaves.null_count and not pa.types.is_null(leaves.type):
+        leaf_pos = np.flatnonzero(np.asarray(leaves.is_null(), dtype=bool)) + int(inner[0])
+        mask[rows_of(np.searchsorted(inner, leaf_pos, side="right") - 1)] = True
+    return mask
 
 
 def _source(arr: pa.Array, where: _Where) -> np.ndarray:
@@ -307,27 +446,87 @@ def _bar_start(arr: pa.Array, where: _Where) -> np.ndarray:
     return np.ascontiguousarray(_int_column(arr, where, "bar_start"))
 
 
+def _rows_named(rows: np.ndarray, ids: np.ndarray) -> str:
+    shown = ", ".join(f"row {int(r)} (window_id {str(ids[r])!r})" for r in rows[:MAX_ROWS_NAMED])
+    return shown + (f" and {len(rows) - MAX_ROWS_NAMED} more" if len(rows) > MAX_ROWS_NAMED else "")
+
+
 def load_windows(
-    path: PathLike, *, length: int = WINDOW_LENGTH, n_features: int | None = None
+    path: PathLike,
+    *,
+    length: int = WINDOW_LENGTH,
+    n_features: int | None = None,
+    pointer_convention: str | None = None,
+    drop_null_rows: bool = False,
 ) -> WindowDataset:
     """Load and validate a labeled window file (schema in the module docstring), vectorized.
 
     ``n_features``: the required bar width (e.g. 4 for raw OHLC), or None to accept any consistent width.
+    ``pointer_convention``: "absolute" or "inner" for pointer_start/pointer_end (see the module docstring).
+    ``drop_null_rows``: drop windows with null features instead of refusing the file; the kept windows
+    remember their file rows (``WindowDataset.row``), which split files index.
     """
     path = Path(path)
     where = _Where(path)
-    table = _read_table(path)
+    table, all_names, metadata = _read_table(path)
     if table.num_rows == 0:
         raise MoolaError(f"{path}: empty file (0 rows)")
     window_id = _window_ids(_column(table, "window_id"), where)
     where.ids = window_id
+    row = None
+    features = _column(table, "features")
+    _refuse_pickled(features, where)  # before the null scan: a null bytes cell is still a pickled file
+    null_rows = np.flatnonzero(null_feature_rows(features))
+    all_ids = window_id
+    if len(null_rows):
+        if not drop_null_rows:
+            raise where.error(
+                "features",
+                f"{len(null_rows)} row(s) with null features: {_rows_named(null_rows, window_id)}; "
+                "repair them or pass --drop-null-rows",
+            )
+        if len(null_rows) == table.num_rows:
+            raise where.error("features", f"all {table.num_rows} rows have null features")
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[null_rows] = False
+        table = table.filter(pa.array(keep))
+        row = np.flatnonzero(keep).astype(np.int64)
+        window_id = np.ascontiguousarray(window_id[keep])
+        where = _Where(path)
+        where.ids = window_id
+        features = _column(table, "features")
     y, classes = _labels(_column(table, "label"), where)
-    X = _features(_column(table, "features"), where, length)
+    X = _features(features, where, length)
     if n_features is not None and X.shape[2] != n_features:
         raise where.error("features", f"bars have {X.shape[2]} values, expected {n_features}", 0)
-    pointers = _pointers(table, where, length)
-    source = _source(_column(table, "source"), where) if "source" in table.column_names else None
-    bar_start = _bar_start(_column(table, "bar_start"), where) if "bar_start" in table.column_names else None
+    pointers, pointer_note = _pointers(table, where, length, pointer_convention, metadata)
+    names = table.column_names
+    source = _source(_column(table, "source"), where) if "source" in names else None
+    bar_start = _bar_start(_column(table, "bar_start"), where) if "bar_start" in names else None
+    feature_type = _feature_type(_column(table, "feature_type"), where) if "feature_type" in names else None
+
+    n_repeated = len(window_id) - len(np.unique(window_id))
+    what = f"precomputed {feature_type!r} (feature_type column), used as is" if feature_type else "raw OHLC"
+    columns = [
+        ("window_id", f"window_id ({n_repeated} repeated)" if n_repeated else "window_id (unique)"),
+        ("label", f"label ({len(classes)} classes)"),
+        ("features", f"features: {X.shape[2]} values per bar, {what}"),
+        ("pointers", pointer_note or "none (no expansion_*/pointer_* columns)"),
+        (
+            "time",
+            "bar_start" + (" + source" if source is not None else "")
+            if bar_start is not None
+            else "none (no bar_start column)",
+        ),
+    ]
+    if row is not None:
+        dropped = _rows_named(null_rows, all_ids)
+        columns.append(
+            ("dropped", f"{len(null_rows)} row(s) with null features (--drop-null-rows): {dropped}")
+        )
+    ignored = [c for c in all_names if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
+    if ignored:
+        columns.append(("ignored", ", ".join(ignored)))
     return WindowDataset(
         X=X,
         y=y,
@@ -337,6 +536,9 @@ def load_windows(
         source=source,
         bar_start=bar_start,
         path=str(path),
+        feature_type=feature_type,
+        row=row,
+        columns=tuple(columns),
     )
 
 
@@ -363,8 +565,10 @@ def load_windows_naive(path: PathLike) -> WindowDataset:
         classes = tuple(uniq.tolist())
 
     pointers = None
-    if "pointer_start" in df.columns:
-        pointers = df[["pointer_start", "pointer_end"]].to_numpy().astype(np.int64)
+    for pair in (list(POINTER_COLUMNS), list(EXPANSION_COLUMNS)):  # absolute bars in both (no conventions)
+        if pair[0] in df.columns:
+            pointers = df[pair].to_numpy().astype(np.int64)
+    feature_type = str(df["feature_type"].iloc[0]) if "feature_type" in df.columns else None
     source = df["source"].to_numpy().astype(str) if "source" in df.columns else None
     bar_start = None
     if "bar_start" in df.columns:
@@ -382,6 +586,9 @@ def load_windows_naive(path: PathLike) -> WindowDataset:
         source=source,
         bar_start=bar_start,
         path=str(path),
+        feature_type=None
+        if feature_type is None or feature_type.lower() in RAW_FEATURE_TYPES
+        else feature_type,
     )
 
 
@@ -425,7 +632,11 @@ def save_windows(ds: WindowDataset, path: PathLike) -> Path:
         columns["source"] = pa.array(np.asarray(ds.source, dtype=str), type=pa.string())
     if ds.bar_start is not None:
         columns["bar_start"] = pa.array(np.asarray(ds.bar_start, dtype=np.int64))
-    table = pa.table(columns)
+    if ds.feature_type is not None:
+        columns["feature_type"] = pa.array([ds.feature_type] * n, type=pa.string())
+    # The pointers are absolute bars: say so in the file, so a reload never has to guess the convention.
+    metadata = {POINTER_METADATA_KEY: b"absolute"} if ds.pointers is not None else None
+    table = pa.table(columns, metadata=metadata)
     with atomic_open(path, "wb") as handle:
         pq.write_table(table, handle)
     return Path(path)

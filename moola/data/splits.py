@@ -12,6 +12,9 @@ length (which purges more, never less).
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -199,3 +202,129 @@ def check_split_classes(
                 f"{source}: column 'label': {label!r} occurs in the {part} split ({n} window(s)) but never in "
                 f"the training split{hint}"
             )
+
+
+# ----------------------------------------------------------------------------------------------
+# Split files: the earlier pipeline's JSON lists of row indices
+
+
+# Accepted spellings per part, as the earlier pipeline wrote them ({"train": [...], "val": [...]}).
+SPLIT_FILE_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("train", "train_idx", "train_indices"),
+    "val": ("val", "val_idx", "val_indices", "validation", "valid"),
+    "test": ("test", "test_idx", "test_indices"),
+}
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """A split file resolved against a dataset: each part's positions in the dataset (int64)."""
+
+    path: str
+    parts: dict[str, np.ndarray]  # "train", and "val" and/or "test"
+    keys: dict[str, str]  # part -> the key the file used
+    overlaps: dict[str, int]  # "train&test" -> file rows listed in both (kept only with allow_overlap)
+    unassigned: int  # dataset windows in no part
+    dropped: int  # listed rows that were dropped while loading (--drop-null-rows)
+
+    @property
+    def held_out(self) -> np.ndarray:
+        """The validation rows for training: "val", else "test"."""
+        return self.parts["val"] if "val" in self.parts else self.parts["test"]
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{part} {len(idx)} (key {self.keys[part]!r})" for part, idx in self.parts.items())
+        extra = [f"{self.unassigned} window(s) in no part"] if self.unassigned else []
+        if self.dropped:
+            extra.append(f"{self.dropped} listed row(s) dropped as null")
+        extra += [
+            f"{n} row(s) in both {pair.replace('&', ' and ')}" for pair, n in self.overlaps.items() if n
+        ]
+        return f"--split-file {self.path}: {sizes}" + (f"; {'; '.join(extra)}" if extra else "")
+
+
+def _split_indices(value: object, where: str) -> np.ndarray:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        bad = (
+            next((v for v in value if not isinstance(v, int) or isinstance(v, bool)), value)
+            if isinstance(value, list)
+            else value
+        )
+        raise MoolaError(
+            f"{where}: expected a list of integer row indices, found {type(bad).__name__} {bad!r:.40}"
+        )
+    return np.asarray(value, dtype=np.int64)
+
+
+def read_split_file(path: str | Path, ds: WindowDataset, *, allow_overlap: bool = False) -> SplitFile:
+    """Read ``{"train": [...], "val"|"test": [...]}`` (or the *_idx / *_indices spellings) of file rows.
+
+    Out-of-range or repeated indices, and (unless ``allow_overlap``: the split is then judged, and the
+    leakage check counts the shared rows) indices in two parts are one-line errors naming the index.
+    """
+    path = Path(path)
+    label = f"--split-file {path}"
+    if not path.is_file():
+        raise MoolaError(f"{label}: file not found")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MoolaError(f"{label}: not a readable JSON file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict):
+        raise MoolaError(f"{label}: expected a JSON object with train/val/test index lists")
+
+    rows = ds.file_rows
+    n_file = int(rows.max()) + 1 if len(rows) else 0
+    position = np.full(n_file, -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    file_rows: dict[str, np.ndarray] = {}
+    keys: dict[str, str] = {}
+    for part, spellings in SPLIT_FILE_KEYS.items():
+        found = [k for k in spellings if k in payload]
+        if len(found) > 1:
+            raise MoolaError(
+                f"{label}: keys {found[0]!r} and {found[1]!r} both give the {part} rows; keep one"
+            )
+        if not found:
+            continue
+        key = found[0]
+        idx = _split_indices(payload[key], f"{label}, key {key!r}")
+        bad = (idx < 0) | (idx >= n_file)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise MoolaError(
+                f"{label}, key {key!r}: index {idx[i]} (position {i}) outside the data's rows 0..{n_file - 1}"
+            )
+        uniq, counts = np.unique(idx, return_counts=True)
+        if (counts > 1).any():
+            raise MoolaError(f"{label}, key {key!r}: row {uniq[counts > 1][0]} listed {counts.max()} times")
+        file_rows[part], keys[part] = idx, key
+    if "train" not in file_rows or len(file_rows) < 2:
+        have = ", ".join(repr(k) for k in payload) or "none"
+        raise MoolaError(
+            f"{label}: needs a train list and a val or test list (keys {', '.join(SPLIT_FILE_KEYS['train'])} "
+            f"and val/test alike); found keys {have}"
+        )
+    overlaps: dict[str, int] = {}
+    names = list(file_rows)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            common = np.intersect1d(file_rows[a], file_rows[b])
+            overlaps[f"{a}&{b}"] = len(common)
+            if len(common) and not allow_overlap:
+                raise MoolaError(
+                    f"{label}: row {common[0]} is in both {keys[a]!r} and {keys[b]!r} "
+                    f"({len(common)} shared row(s)); fix the file, or pass --judge-split to report it as leakage"
+                )
+    parts: dict[str, np.ndarray] = {}
+    dropped = 0
+    for part, idx in file_rows.items():
+        pos = position[idx]
+        dropped += int((pos < 0).sum())
+        parts[part] = np.sort(pos[pos >= 0])
+        if len(parts[part]) == 0:
+            raise MoolaError(f"{label}, key {keys[part]!r}: no windows left (all listed rows were dropped)")
+    assigned = np.zeros(len(ds), dtype=bool)
+    for idx in parts.values():
+        assigned[idx] = True
+    return SplitFile(str(path), parts, keys, overlaps, int((~assigned).sum()), dropped)

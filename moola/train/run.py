@@ -108,9 +108,15 @@ def _make_run_dir(out_dir: Path, model: str) -> Path:
 
 
 def _split(ds: WindowDataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    from moola.data.splits import check_split_classes, make_split
+    from moola.data.splits import check_split_classes, make_split, read_split_file
 
-    train_idx, val_idx = make_split(ds, config.split, config.val_fraction, config.seed, config.embargo_bars)
+    if config.split_file is not None:  # the user's own split (the earlier pipeline's JSON of row indices)
+        parts = read_split_file(config.split_file, ds)
+        train_idx, val_idx = parts.parts["train"], parts.held_out
+    else:
+        train_idx, val_idx = make_split(
+            ds, config.split, config.val_fraction, config.seed, config.embargo_bars
+        )
     check_split_classes(ds, train_idx, {"validation": val_idx}, config.split)
     return train_idx, val_idx
 
@@ -128,13 +134,23 @@ def train_run(
         from moola.data.synthetic import default_dataset
 
         dataset = default_dataset()
-    if dataset.n_features != 4:
-        where = f"{dataset.path}: " if dataset.path else ""
+    where = f"{dataset.path}: " if dataset.path else ""
+    if dataset.feature_type is not None:  # precomputed features (feature_type column): used as is
+        if dataset.n_features != len(FEATURE_SETS[feature_set]):
+            raise MoolaError(
+                f"{where}precomputed {dataset.feature_type!r} bars have {dataset.n_features} values, but "
+                f"{config.model} reads {feature_set} ({len(FEATURE_SETS[feature_set])} values per bar)"
+            )
+    elif dataset.n_features != 4:
         raise MoolaError(f"{where}expected raw OHLC windows (4 values per bar), got {dataset.n_features}")
 
     train_idx, val_idx = _split(dataset, config)
     # Per-window transform: computing it before the split cannot leak across windows.
-    feats = dataset.with_features(transform(dataset.X, feature_set))
+    feats = (
+        dataset
+        if dataset.feature_type is not None
+        else dataset.with_features(transform(dataset.X, feature_set))
+    )
     train_ds, val_ds = feats.subset(train_idx), feats.subset(val_idx)
 
     torch.manual_seed(config.seed)
