@@ -112,6 +112,25 @@ class NvmlProbe:
                 return None if used is None else int(used)
         return None
 
+    def versions(self) -> dict[str, str | None]:
+        """Driver, NVML library, and the newest CUDA the driver supports; None where NVML cannot say."""
+        out: dict[str, str | None] = {}
+        for key, fn in (("driver", "nvmlSystemGetDriverVersion"), ("nvml", "nvmlSystemGetNVMLVersion")):
+            try:
+                value = getattr(self.nvml, fn)()
+                out[key] = value.decode() if isinstance(value, bytes) else str(value)
+            except Exception:  # an old binding or driver lacks the call: report it as unknown
+                out[key] = None
+        out["cuda_driver"] = None
+        for fn in ("nvmlSystemGetCudaDriverVersion_v2", "nvmlSystemGetCudaDriverVersion"):
+            try:
+                code = int(getattr(self.nvml, fn)())  # e.g. 13000 for CUDA 13.0
+            except Exception:
+                continue
+            out["cuda_driver"] = f"{code // 1000}.{(code % 1000) // 10}"
+            break
+        return out
+
     def utilization(self, index: int = 0) -> tuple[float, float]:
         """(GPU busy %, memory-controller busy %) over NVML's last sample period."""
         rates = self.nvml.nvmlDeviceGetUtilizationRates(self._handle(index))

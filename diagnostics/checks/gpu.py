@@ -1,22 +1,27 @@
 """Is the GPU actually used, and does it hold what this model should need?
 
-A short training burst (the user's --fit or the built-in trainer) runs on CUDA while NVML is sampled.
-Findings: the device; parameters and batches on the GPU (a forward pre-hook records each batch's device);
-torch's peak allocation vs the analytic footprint from diagnostics.physics (params + grads + AdamW state
-+ activations -- tens of MB for a 565K-param LSTM, not GBs); utilization while training.
-Without a usable GPU everything SKIPs with the reason.
+A short training burst (the user's --fit or the built-in trainer) runs on CUDA while NVML is sampled. The
+burst trains the same model the other checks train (``diagnostics.training.fresh_model``: the features in
+effect, input standardization fitted, pointer head frozen) under the one ``Instrument``.
+Findings: the device; parameters and batches on the GPU (the devices of the inputs reaching the model's
+forward); the burst's own torch peak allocation vs the analytic footprint from diagnostics.physics (params +
+grads + AdamW state + activations -- tens of MB for a 565K-param LSTM, not GBs), with what NVML shows on top
+of it (the CUDA context, kernels, library handles, the allocator's cache) measured and explained, not judged;
+utilization while training, in NVML's sense. Without a usable GPU everything SKIPs with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
-from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from diagnostics.context import Thresholds
 from diagnostics.nvml import NvmlProbe, NvmlUnavailable, SamplerSummary, UtilizationSampler
 from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status, skip
@@ -25,14 +30,13 @@ if TYPE_CHECKING:
     from diagnostics.context import DiagContext
 
 CHECK = "gpu"
-BURST_STEPS = (
-    200  # optimizer steps in the burst: long enough for ~50 ms utilization samples to mean something
-)
-MAX_BURST_EPOCHS = 50
-MEMORY_WARN_FACTOR = 10.0  # torch peak allocated above this multiple of the analytic footprint
-MIN_MEAN_UTIL = 10.0  # % busy while training entirely on the GPU
-MIN_UTIL_SAMPLES = 3
 MIB = 2**20
+# What NVML's "GPU utilization" is, stated in every utilization finding so nobody reads it as SM occupancy.
+UTILIZATION_MEANING = (
+    "NVML utilization = share of each sample period during which at least one kernel ran on the GPU, "
+    "not SM occupancy: one small kernel at a time reads 100%; it shows the GPU was not idle, not that it was "
+    "used well"
+)
 
 
 def mib(n: float | None) -> str:
@@ -43,21 +47,49 @@ def mib(n: float | None) -> str:
 class BurstResult:
     """What the training burst observed (numbers only, so the verdicts are pure functions)."""
 
-    n_forward: int  # forward calls seen by the pre-hook
+    n_forward: int  # forward calls seen by the Instrument
     seconds: float
-    input_devices: dict[str, int]  # device of each forward's input -> count
+    input_devices: list[str]  # devices of the inputs that reached the model's forward
     param_devices: list[str]  # devices holding parameters after the fit
-    forward_param_devices: dict[str, int]  # device of the first parameter at each forward
-    peak_allocated: int  # torch.cuda.max_memory_allocated during the burst
+    peak_allocated: int  # torch.cuda.max_memory_allocated during the burst (absolute)
     expected_bytes: int  # physics.training_memory_bytes(...).total at the observed batch size
     expected_detail: dict[str, int]
     data_bytes: int  # the training tensors, if a fit moves them to the device at once
     batch_size: int
     epochs: int
+    baseline_allocated: int = (
+        0  # torch.cuda.memory_allocated when the burst started (earlier tensors, workspaces)
+    )
+    workspace_bytes: int = 0  # kept by torch's allocator after a first matmul: cuBLAS / cuBLASLt workspaces
+    reserved: int | None = None  # torch.cuda.memory_reserved after the burst (allocated + cached blocks)
     sampler: SamplerSummary = field(default_factory=SamplerSummary)
     fit_error: str | None = (
         None  # the fit raised (e.g. "Input and parameter tensors are not at the same device")
     )
+
+    @property
+    def own_peak(self) -> int:
+        """Peak bytes the burst itself added on top of what was allocated before it."""
+        return max(0, self.peak_allocated - self.baseline_allocated)
+
+
+@dataclass(frozen=True)
+class NvmlMemory:
+    """NVML's memory readings around the burst; every field is optional (supporting evidence only)."""
+
+    process_bytes: int | None = (
+        None  # used by this process (None: not listed, e.g. a container PID namespace)
+    )
+    device_before_cuda: int | None = None  # device-wide used before this process created its CUDA context
+    device_with_context: int | None = None  # device-wide used right after creating it
+    device_after_burst: int | None = None
+    device_total: int | None = None
+
+    @property
+    def context_bytes(self) -> int | None:
+        if self.device_before_cuda is None or self.device_with_context is None:
+            return None
+        return max(0, self.device_with_context - self.device_before_cuda)
 
 
 def nvml_index(torch_index: int) -> int:
@@ -74,17 +106,20 @@ def nvml_index(torch_index: int) -> int:
 
 def placement_verdict(
     param_devices: list[str],
-    input_devices: dict[str, int],
-    forward_param_devices: dict[str, int],
+    input_devices: Iterable[str],
     n_forward: int,
     fit_error: str | None = None,
 ) -> CheckResult:
-    """FAIL if any parameter or any batch stayed off the GPU while CUDA was requested (or the fit died)."""
+    """FAIL if any parameter or any batch stayed off the GPU while CUDA was requested (or the fit died).
+
+    The inputs' devices decide: a forward whose input is on cuda cannot run with parameters elsewhere (it
+    raises), so parameters found off the GPU after such a fit were moved back after training (evidence only).
+    """
+    inputs = sorted(set(input_devices))
     expected = "parameters and every batch on cuda"
     values = {
         "param_devices": sorted(param_devices),
-        "input_devices": dict(input_devices),
-        "forward_param_devices": dict(forward_param_devices),
+        "input_devices": inputs,
         "n_forward": n_forward,
         "fit_error": fit_error,
     }
@@ -103,25 +138,22 @@ def placement_verdict(
             "the --fit function must train the model it is given (model(x) on each batch)",
             error_ev,
         )
-    cpu_params = [d for d in param_devices if not d.startswith("cuda")]
-    cpu_inputs = sum(n for d, n in input_devices.items() if not d.startswith("cuda"))
-    cpu_fwd = sum(n for d, n in forward_param_devices.items() if not d.startswith("cuda"))
+    off_params = [d for d in param_devices if not d.startswith("cuda")]
+    off_inputs = [d for d in inputs if not d.startswith("cuda")]
     measured = (
-        f"params on {', '.join(sorted(param_devices)) or '?'}; "
-        f"{n_forward - cpu_inputs}/{n_forward} batches on cuda"
+        f"params on {', '.join(sorted(set(param_devices))) or '?'}; "
+        f"inputs of {n_forward} forwards on {', '.join(inputs) or '?'}"
     )
-
-    if cpu_params or cpu_fwd:
-        return fail(
-            measured,
-            "call model.to(device) before building the optimizer in your fit function",
-            (f"forward calls with parameters on: {dict(forward_param_devices)}", *error_ev),
+    if off_inputs:
+        hint = (
+            "call model.to(device) before building the optimizer, and move each batch with xb.to(device)"
+            if off_params
+            else "move each batch with xb = xb.to(device, non_blocking=True) (or X.to(device) once: it fits)"
         )
-    if cpu_inputs:
         return fail(
             measured,
-            "move each batch with xb = xb.to(device, non_blocking=True) (or X.to(device) once: it fits)",
-            (f"batch devices seen by the forward pre-hook: {dict(input_devices)}", *error_ev),
+            hint,
+            (f"input devices seen at the model's forward: {', '.join(inputs)}", *error_ev),
         )
     if fit_error:
         return fail(
@@ -129,7 +161,10 @@ def placement_verdict(
             "fix the error in the fit function (rerun with --debug)",
             error_ev,
         )
-    return CheckResult(CHECK, "placement", Status.PASS, measured, expected, values=values)
+    evidence = (
+        ("every forward ran on cuda; the parameters were moved off it after training",) if off_params else ()
+    )
+    return CheckResult(CHECK, "placement", Status.PASS, measured, expected, evidence=evidence, values=values)
 
 
 def memory_verdict(
@@ -137,31 +172,81 @@ def memory_verdict(
     expected_bytes: int,
     data_bytes: int,
     detail: dict[str, int] | None = None,
-    factor: float = MEMORY_WARN_FACTOR,
-    process_bytes: int | None = None,
+    *,
+    baseline_bytes: int = 0,
+    workspace_bytes: int = 0,
+    reserved_bytes: int | None = None,
+    nvml: NvmlMemory | None = None,
+    thresholds: Thresholds | None = None,
 ) -> CheckResult:
-    """torch's peak vs the analytic footprint (+ the training tensors): WARN above ``factor``x."""
+    """The burst's own torch peak vs the analytic footprint (+ the training tensors): WARN above the factor.
+
+    Only torch's allocator is judged. What NVML reports on top -- the CUDA context (hundreds of MB), loaded
+    kernels and library handles, the allocator's cached blocks -- is measured and explained in the evidence.
+    """
+    factor = (thresholds or Thresholds()).gpu_memory_warn_factor
+    own = max(0, peak_allocated - baseline_bytes)
     budget = expected_bytes + data_bytes
-    ratio = peak_allocated / budget if budget else math.inf
+    ratio = own / budget if budget else math.inf
     evidence = (
         [f"analytic: {', '.join(f'{k} {mib(v)}' for k, v in (detail or {}).items())}"] if detail else []
     )
     evidence.append(f"training tensors X, y: {mib(data_bytes)}")
-    if process_bytes is not None:
+    torch_line = (
+        f"torch allocator: burst peak {mib(own)} on top of {mib(baseline_bytes)} allocated before it "
+        f"(earlier checks' tensors; cuBLAS workspace {mib(workspace_bytes)}, kept after the first matmul)"
+    )
+    if reserved_bytes is not None:
+        torch_line += f"; reserved {mib(reserved_bytes)} (allocated + cached blocks)"
+    evidence.append(torch_line)
+    nv = nvml or NvmlMemory()
+    if nv.context_bytes is not None:
         evidence.append(
-            f"NVML: this process holds {mib(process_bytes)} (includes the CUDA context and cached blocks, "
-            "which torch's allocator does not count)"
+            f"CUDA context: NVML device memory used {mib(nv.device_before_cuda)} before this process used CUDA, "
+            f"{mib(nv.device_with_context)} after creating its context (+{mib(nv.context_bytes)}, "
+            "invisible to torch's allocator)"
         )
+    if nv.process_bytes is not None:
+        line = f"NVML: this process holds {mib(nv.process_bytes)}"
+        if reserved_bytes is not None:
+            outside = nv.process_bytes - reserved_bytes
+            line += (
+                f" = torch reserved {mib(reserved_bytes)} + {mib(outside)} outside torch's allocator "
+                "(CUDA context, loaded kernels, cuBLAS/cuDNN handles)"
+            )
+        else:
+            line += " (includes the CUDA context and cached blocks, which torch's allocator does not count)"
+        evidence.append(line)
+    elif nv.device_after_burst is not None:
+        line = (
+            f"NVML: device memory used after the burst {mib(nv.device_after_burst)} of {mib(nv.device_total)}"
+        )
+        if reserved_bytes is not None:
+            line += (
+                f" = torch reserved {mib(reserved_bytes)} + {mib(nv.device_after_burst - reserved_bytes)} outside "
+                "torch's allocator (CUDA context, kernels, library handles, and any other process on this GPU)"
+            )
+        evidence.append(line + " (NVML does not list this process here, e.g. a container's PID namespace)")
     values = {
         "peak_allocated": peak_allocated,
+        "own_peak": own,
+        "baseline_bytes": baseline_bytes,
+        "workspace_bytes": workspace_bytes,
+        "reserved_bytes": reserved_bytes,
         "expected_bytes": expected_bytes,
         "data_bytes": data_bytes,
         "ratio": ratio,
-        "process_bytes": process_bytes,
+        "process_bytes": nv.process_bytes,
+        "context_bytes": nv.context_bytes,
+        "device_before_cuda": nv.device_before_cuda,
+        "device_with_context": nv.device_with_context,
+        "device_after_burst": nv.device_after_burst,
+        "device_total": nv.device_total,
     }
-    measured = f"torch peak {mib(peak_allocated)} ({ratio:.1f}x expected)"
+    measured = f"burst torch peak {mib(own)} ({ratio:.1f}x expected)"
     expected = (
-        f"~{mib(budget)} (model {mib(expected_bytes)} + data {mib(data_bytes)}); WARN above {factor:g}x"
+        f"~{mib(budget)} (model {mib(expected_bytes)} + data {mib(data_bytes)}); WARN above {factor:g}x; "
+        "the CUDA context and allocator cache are explained, not judged"
     )
     if ratio > factor:
         return CheckResult(
@@ -181,13 +266,15 @@ def memory_verdict(
 
 
 def utilization_verdict(
-    sampler: SamplerSummary, seconds: float, n_forward: int, min_mean: float = MIN_MEAN_UTIL
+    sampler: SamplerSummary, seconds: float, n_forward: int, thresholds: Thresholds | None = None
 ) -> CheckResult:
-    """Mean/max GPU busy % over the burst; WARN when the GPU mostly idled while work was done."""
-    expected = f"mean >= {min_mean:g}% busy while training"
-    if sampler.error and sampler.n < MIN_UTIL_SAMPLES:
+    """Mean/max NVML utilization over the burst; WARN when the GPU mostly idled while work was done."""
+    th = thresholds or Thresholds()
+    min_mean = th.gpu_min_mean_util
+    expected = f"a kernel running >= {min_mean:g}% of the time while training (NVML utilization, mean)"
+    if sampler.error and sampler.n < th.gpu_min_util_samples:
         return skip(CHECK, "utilization", f"NVML sampling failed: {sampler.error}")
-    if sampler.n < MIN_UTIL_SAMPLES:
+    if sampler.n < th.gpu_min_util_samples:
         return skip(CHECK, "utilization", f"only {sampler.n} NVML sample(s) in {seconds:.2f} s")
     mean, peak = sampler.mean_util or 0.0, sampler.max_util or 0.0
     values = {
@@ -196,9 +283,15 @@ def utilization_verdict(
         "samples": sampler.n,
         "seconds": seconds,
         "n_forward": n_forward,
+        "meaning": "share of time any kernel ran (NVML), not SM occupancy",
     }
-    measured = f"mean {mean:.0f}%, max {peak:.0f}% over {sampler.n} samples in {seconds:.2f} s ({n_forward} forwards)"
-    evidence = (f"sampler error after {sampler.n} samples: {sampler.error}",) if sampler.error else ()
+    measured = (
+        f"a kernel running {mean:.0f}% of the time (mean; max {peak:.0f}%) over {sampler.n} samples "
+        f"in {seconds:.2f} s ({n_forward} forwards)"
+    )
+    evidence: tuple[str, ...] = (UTILIZATION_MEANING,)
+    if sampler.error:
+        evidence = (*evidence, f"sampler error after {sampler.n} samples: {sampler.error}")
     if n_forward > 0 and mean < min_mean:
         return CheckResult(
             CHECK,
@@ -219,71 +312,77 @@ def utilization_verdict(
 # --------------------------------------------------------------------------- the burst
 
 
-def burst_epochs(n_train: int, batch_size: int, steps: int = BURST_STEPS) -> int:
+def burst_epochs(n_train: int, batch_size: int, steps: int, max_epochs: int) -> int:
+    """Epochs giving about ``steps`` optimizer steps, at least 1 and at most ``max_epochs``."""
     per_epoch = max(1, math.ceil(n_train / max(batch_size, 1)))
-    return max(1, min(MAX_BURST_EPOCHS, math.ceil(steps / per_epoch)))
+    return max(1, min(max_epochs, math.ceil(steps / per_epoch)))
+
+
+def library_warmup(device: Any, cuda: Any) -> int:
+    """Run a first matmul and linear on ``device``; return the bytes torch's allocator keeps afterwards.
+
+    cuBLAS and cuBLASLt take their workspaces from torch's caching allocator on first use and keep them, so
+    they show up in memory_allocated without being part of the model. Measured here, before the burst's
+    baseline, so the burst is judged on what it allocates itself.
+    """
+    import torch
+
+    before = int(cuda.memory_allocated())
+    a = torch.ones(8, 8, device=device)
+    torch.nn.functional.linear(a, a, a[0])  # the cuBLASLt path (bias epilogue)
+    torch.mm(a, a)
+    cuda.synchronize()
+    del a
+    return max(0, int(cuda.memory_allocated()) - before)
 
 
 def training_burst(
     ctx: DiagContext, device: Any, cuda: Any, sampler: UtilizationSampler | None
 ) -> BurstResult:
-    """Train a fresh model for ~BURST_STEPS steps on ``device`` with the user's fit (or the built-in one)."""
+    """Train the checks' model for ~gpu_burst_steps steps on ``device`` with the user's fit (or the built-in)."""
     import numpy as np
     import torch
 
+    from diagnostics.instrument import Instrument
     from diagnostics.physics import training_memory_bytes
-    from moola.features import transform
-    from moola.models import get_model, get_spec
+    from diagnostics.training import fresh_model, model_features
+    from moola.train.trainer import fit_tensors
 
-    spec = get_spec(ctx.model_name)
-    feats = ctx.memo(f"features:{spec.feature_set}", lambda: transform(ctx.dataset.X, spec.feature_set))
-    X = torch.from_numpy(np.ascontiguousarray(feats[ctx.train_idx]))
-    y = torch.from_numpy(ctx.dataset.y[ctx.train_idx]).long()
-    torch.manual_seed(ctx.config.seed)
-    model = get_model(ctx.model_name, n_classes=ctx.dataset.n_classes)
-    batch = ctx.config.batch_size
-    epochs = burst_epochs(len(X), batch)
+    _, feats = model_features(ctx)
+    X = torch.from_numpy(np.ascontiguousarray(feats[ctx.train_idx], dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(ctx.dataset.y[ctx.train_idx], dtype=np.int64))
+    n_features = int(X.shape[2])
+    model = fresh_model(ctx, n_features, X_train=X)
+    cfg, th = ctx.config, ctx.thresholds
+    epochs = burst_epochs(len(X), cfg.batch_size, th.gpu_burst_steps, th.gpu_burst_max_epochs)
+    fit = ctx.fit or functools.partial(fit_tensors, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
 
-    inputs: Counter[str] = Counter()
-    fwd_params: Counter[str] = Counter()
-    batch_sizes: list[int] = []
-
-    def pre_hook(module: Any, args: tuple[Any, ...]) -> None:
-        x = args[0] if args else None
-        if isinstance(x, torch.Tensor):
-            inputs[str(x.device)] += 1
-            batch_sizes.append(int(x.shape[0]))
-        p = next(module.parameters(), None)
-        if p is not None:
-            fwd_params[str(p.device)] += 1
-
-    handle = model.register_forward_pre_hook(pre_hook)
-    fit = ctx.fit
-    if fit is None:
-        from moola.train.trainer import fit_tensors as fit
+    workspace = library_warmup(device, cuda)
+    baseline = int(cuda.memory_allocated())
     cuda.reset_peak_memory_stats()
     summary = SamplerSummary()
     fit_error = None
+    instrument = Instrument(model)
+    if sampler is not None:
+        sampler.start()
+    t0 = time.perf_counter()
     try:
-        if sampler is not None:
-            sampler.start()
-        t0 = time.perf_counter()
-        try:
-            fit(model, X, y, epochs, device)
+        with instrument:
+            fit(model, X, y, epochs, str(device))
             cuda.synchronize()
-        except Exception as exc:  # a device mix-up raises inside the fit: that is the finding, not a crash
-            fit_error = f"{type(exc).__name__}: {exc}"
-        finally:
-            seconds = time.perf_counter() - t0
-            if sampler is not None:
-                summary = sampler.stop()
+    except Exception as exc:  # a device mix-up raises inside the fit: that is the finding, not a crash
+        fit_error = f"{type(exc).__name__}: {exc}"
     finally:
-        handle.remove()
+        seconds = time.perf_counter() - t0
+        if sampler is not None:
+            summary = sampler.stop()
     peak = int(cuda.max_memory_allocated())
-    observed_batch = max(batch_sizes) if batch_sizes else batch
-    # The estimate runs a small forward on a CPU twin: the footprint is a property of the model, not the device.
-    twin = get_model(ctx.model_name, n_classes=ctx.dataset.n_classes)
-    estimate = training_memory_bytes(twin, observed_batch, X.shape[1], X.shape[2])
+    reserved = int(cuda.memory_reserved())
+    rec = instrument.recording
+    observed_batch = rec.typical_train_batch or cfg.batch_size
+    # The footprint is a property of the model, not the device: estimate it on a CPU twin.
+    twin = fresh_model(ctx, n_features)
+    estimate = training_memory_bytes(twin, observed_batch, int(X.shape[1]), n_features)
     detail = {
         "params": estimate.params,
         "grads": estimate.grads,
@@ -291,20 +390,30 @@ def training_burst(
         "activations": estimate.activations,
     }
     return BurstResult(
-        n_forward=sum(inputs.values()) if inputs else len(batch_sizes),
+        n_forward=rec.forward_calls,
         seconds=seconds,
-        input_devices=dict(inputs),
+        input_devices=sorted(rec.input_devices),
         param_devices=sorted({str(p.device) for p in model.parameters()}),
-        forward_param_devices=dict(fwd_params),
         peak_allocated=peak,
         expected_bytes=int(estimate.total),
         expected_detail=detail,
         data_bytes=int(X.nbytes + y.nbytes),
         batch_size=observed_batch,
         epochs=epochs,
+        baseline_allocated=baseline,
+        workspace_bytes=workspace,
+        reserved=reserved,
         sampler=summary,
         fit_error=fit_error,
     )
+
+
+def _used(probe: NvmlProbe | None, index: int) -> int | None:
+    if probe is None:
+        return None
+    with contextlib.suppress(Exception):  # NVML numbers are supporting evidence only
+        return probe.memory(index).used
+    return None
 
 
 def gpu_check(
@@ -346,17 +455,22 @@ def gpu_check(
                 reason += f"; {nvml_reason}"
             return [skip(CHECK, "device", f"no usable GPU: {reason}", nvml=nvml_reason or None)]
 
+        # Device memory before this process creates its CUDA context (torch's device is 0 until set), then
+        # with it: the context's cost, which torch's allocator never sees. Earlier checks may have created it.
+        before = None if cuda.is_initialized() else _used(probe, nvml_index(0))
         index = cuda.current_device()
-        device_name = cuda.get_device_name(index)
-        results: list[CheckResult] = []
+        if index != 0:
+            before = None
+        cuda.synchronize()  # creates the context now, so its cost is not mixed into the burst's
         nv_idx = nvml_index(index)
-        total = used = None
+        with_context = _used(probe, nv_idx)
+        device_name = cuda.get_device_name(index)
+        total = None
         if probe is not None:
-            with contextlib.suppress(Exception):  # NVML numbers are supporting evidence only
-                mem = probe.memory(nv_idx)
-                used, total = mem.used, mem.total
-        measured = device_name + (f": {mib(used)} / {mib(total)} used (NVML)" if total else "")
-        results.append(
+            with contextlib.suppress(Exception):
+                total = probe.memory(nv_idx).total
+        measured = device_name + (f": {mib(with_context)} / {mib(total)} used (NVML)" if total else "")
+        results: list[CheckResult] = [
             CheckResult(
                 CHECK,
                 "device",
@@ -364,26 +478,28 @@ def gpu_check(
                 measured,
                 f"a CUDA device ({ctx.device} requested)",
                 evidence=(f"NVML: {nvml_reason}",) if nvml_reason else (),
-                values={"name": device_name, "index": index, "mem_used": used, "mem_total": total},
+                values={"name": device_name, "index": index, "mem_used": with_context, "mem_total": total},
             )
-        )
+        ]
 
         import torch
 
+        th = ctx.thresholds
         sampler = UtilizationSampler(probe, index=nv_idx) if probe is not None else None
         result = (burst or training_burst)(ctx, torch.device("cuda", index), cuda, sampler)
         process = None
         if probe is not None:
             with contextlib.suppress(Exception):  # NVML numbers are supporting evidence only
                 process = probe.process_memory(nv_idx)
+        nvml_memory = NvmlMemory(
+            process_bytes=process,
+            device_before_cuda=before,
+            device_with_context=with_context if before is not None else None,
+            device_after_burst=_used(probe, nv_idx),
+            device_total=total,
+        )
         results.append(
-            placement_verdict(
-                result.param_devices,
-                result.input_devices,
-                result.forward_param_devices,
-                result.n_forward,
-                result.fit_error,
-            )
+            placement_verdict(result.param_devices, result.input_devices, result.n_forward, result.fit_error)
         )
         results.append(
             memory_verdict(
@@ -391,13 +507,17 @@ def gpu_check(
                 result.expected_bytes,
                 result.data_bytes,
                 result.expected_detail,
-                process_bytes=process,
+                baseline_bytes=result.baseline_allocated,
+                workspace_bytes=result.workspace_bytes,
+                reserved_bytes=result.reserved,
+                nvml=nvml_memory,
+                thresholds=th,
             )
         )
         if probe is None:
             results.append(skip(CHECK, "utilization", f"NVML unavailable: {nvml_reason}"))
         else:
-            results.append(utilization_verdict(result.sampler, result.seconds, result.n_forward))
+            results.append(utilization_verdict(result.sampler, result.seconds, result.n_forward, th))
         return results
     finally:
         if probe is not None:

@@ -1,0 +1,1155 @@
+"""The GPU verification run: one command, under 5 minutes on one GPU, everything into one JSON + Markdown.
+
+``python3 scripts/gpu-smoke`` (or ``python -m diagnostics.smoke``) runs, each step in its own subprocess
+with its own timeout, so a hang or a CUDA crash costs that step only and the rest still run:
+
+  versions         driver, NVML, CUDA (driver and torch's build), cuDNN, torch; the card (nvidia-smi too)
+  check_all        moola-diag check-all --device cuda on the embedded set (default model)
+  train            the reference command: python -m moola.cli train --model jade_compact --device cuda
+                   --predict-pointers --n-epochs 60, timed
+  bound            the physical lower bound of that training's epoch on this GPU (diagnostics.physics, the
+                   function the sanity check uses)
+  burst            a training burst of the gpu check's model, NVML sampled every 20 ms, the CUDA context
+                   measured as NVML device memory before vs after this process creates it
+  check_all_legacy moola-diag check-all --device cuda --model enhanced_simple_lstm
+  gpu_check        moola-diag gpu --device cuda in a fresh process (its context is measured there)
+  asv_gpu          the asv suite's Gpu benchmarks, each called once (asv itself need not be installed)
+  pytest_bench     MOOLA_BENCH_DEVICE=cuda pytest benchmarks/pytest_bench (training benchmarks, short)
+
+and writes ``reports/gpu-smoke.json`` and ``reports/gpu-smoke.md`` atomically after every step (a killed
+run leaves what it had). Without a GPU it prints one line saying so and what it would have run, exit 0.
+Exit 1 when a step failed, timed out or was left out for time; 2 on a setup error (a GPU but no CUDA torch).
+Nothing here imports torch: the steps do, in their subprocesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moola.errors import MoolaError
+
+PROG = "gpu-smoke"
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = 1
+REFERENCE_TRAIN = ("--model", "jade_compact", "--device", "cuda", "--predict-pointers", "--n-epochs", "60")
+REFERENCE = "python -m moola.cli train " + " ".join(REFERENCE_TRAIN)
+LEGACY_MODEL = "enhanced_simple_lstm"
+BUDGET_S = 290.0  # the whole run: under 5 minutes, steps left out (recorded) once it is spent
+MIN_STEP_S = 10.0  # a step is not started with less time than this left in the budget
+TAIL_CHARS = 6000  # of each step's stdout / stderr kept in the JSON
+BURST_STEPS = 1000  # optimizer steps of the NVML-sampled burst: seconds of kernels, many 20 ms samples
+
+
+# --------------------------------------------------------------------------- running one command
+
+
+@dataclass
+class Completed:
+    """How one subprocess ended. ``returncode`` None: it timed out or could not start (see error)."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    error: str | None = None
+
+
+Runner = Callable[[Sequence[str], float, dict[str, str], Path], Completed]
+
+
+def run_subprocess(argv: Sequence[str], timeout_s: float, env: dict[str, str], cwd: Path) -> Completed:
+    """Run ``argv`` in its own process group; on timeout (or our interruption) kill that whole group."""
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # its own group: a timeout kills its children too, and only them
+        )
+    except OSError as exc:
+        return Completed(None, "", "", 0.0, error=f"could not start: {type(exc).__name__}: {exc}")
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill()
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a grandchild holds the pipes open: give up on the output
+            out, err = "", ""
+        return Completed(
+            None,
+            out,
+            err,
+            time.perf_counter() - t0,
+            timed_out=True,
+            error=f"timed out after {timeout_s:.0f} s",
+        )
+    except BaseException:  # Ctrl-C / SIGTERM of the smoke run: never leave the step running
+        kill()
+        raise
+    return Completed(proc.returncode, out, err, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Step:
+    key: str
+    title: str
+    argv: list[str]
+    timeout_s: float
+    ok_codes: tuple[int, ...] = (0,)
+    env: dict[str, str] = field(default_factory=dict)
+    out: str | None = None  # a file (relative to the repo) the step writes, read by its parser
+
+
+def plan(python: str, report_dir: Path, repo: Path = REPO, device: str = "cuda") -> list[Step]:
+    """Every step, in the order they run (most important first: later ones may meet the time budget).
+
+    ``device`` is "cuda" except for the CPU rehearsal, which runs the same plumbing without a GPU.
+    """
+    work = report_dir / "gpu-smoke"
+    train_args = [device if a == "cuda" else a for a in REFERENCE_TRAIN]
+
+    def rel(p: Path) -> str:
+        with contextlib.suppress(ValueError):
+            return str(p.relative_to(repo))
+        return str(p)
+
+    def inner(name: str, *extra: str) -> list[str]:
+        return [
+            python,
+            "-m",
+            "diagnostics.smoke",
+            "--inner",
+            name,
+            "--device",
+            device,
+            "--out",
+            rel(work / f"{name}.json"),
+            *extra,
+        ]
+
+    def check_all(model: str | None, sub: str) -> list[str]:
+        argv = [python, "-m", "diagnostics.cli", "check-all", "--device", device]
+        argv += ["--model", model] if model else []
+        return [*argv, "--report-dir", rel(work / sub)]
+
+    return [
+        Step("versions", "Versions and card", inner("versions"), 60, out=rel(work / "versions.json")),
+        Step(
+            "check_all",
+            "moola-diag check-all --device cuda (default model)",
+            check_all(None, "check-all-default"),
+            120,
+            ok_codes=(0, 1),  # 1 = a check FAILs: a verdict, recorded, not a broken step
+            out=rel(work / "check-all-default" / "report.json"),
+        ),
+        Step(
+            "train",
+            "Reference command: " + REFERENCE,
+            [python, "-m", "moola.cli", "train", *train_args, "--out-dir", rel(work / "runs")],
+            150,
+            out=rel(work / "runs"),
+        ),
+        Step(
+            "bound",
+            "Physical lower bound of that epoch on this GPU",
+            inner("bound"),
+            90,
+            out=rel(work / "bound.json"),
+        ),
+        Step(
+            "burst",
+            "Training burst with NVML sampling",
+            inner("burst", "--steps", str(BURST_STEPS if device == "cuda" else 40)),
+            90,
+            out=rel(work / "burst.json"),
+        ),
+        Step(
+            "check_all_legacy",
+            f"moola-diag check-all --device cuda --model {LEGACY_MODEL}",
+            check_all(LEGACY_MODEL, "check-all-legacy"),
+            150,
+            ok_codes=(0, 1),
+            out=rel(work / "check-all-legacy" / "report.json"),
+        ),
+        Step(
+            "gpu_check",
+            "moola-diag gpu --device cuda (fresh process)",
+            [
+                python,
+                "-m",
+                "diagnostics.cli",
+                "gpu",
+                "--device",
+                device,
+                "--report-dir",
+                rel(work / "gpu-check"),
+            ],
+            90,
+            ok_codes=(0, 1),
+            out=rel(work / "gpu-check" / "report.json"),
+        ),
+        Step(
+            "asv_gpu", "asv Gpu benchmarks, once each", inner("asv_gpu"), 90, out=rel(work / "asv_gpu.json")
+        ),
+        Step(
+            "pytest_bench",
+            "pytest-benchmark training benchmarks, MOOLA_BENCH_DEVICE=cuda",
+            [
+                python,
+                "-m",
+                "pytest",
+                "benchmarks/pytest_bench",
+                "-k",
+                "Forward or TrainEpoch or Gpu",  # what runs on MOOLA_BENCH_DEVICE (loading is CPU-only)
+                "--benchmark-only",
+                "--benchmark-min-rounds=1",  # once each, as asked; the JSON still has each timing
+                "--benchmark-max-time=0.05",
+                f"--benchmark-json={rel(work / 'pytest_bench.json')}",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+            ],
+            120,
+            env={"MOOLA_BENCH_DEVICE": device},
+            out=rel(work / "pytest_bench.json"),
+        ),
+    ]
+
+
+def versions_line(v: dict[str, Any]) -> str:
+    card = (v.get("devices") or [{}])[0].get("name", "no CUDA device")
+    return (
+        f"{card} · driver {v.get('driver')} · NVML {v.get('nvml')} · CUDA driver {v.get('cuda_driver')} · "
+        f"torch {v.get('torch')} (CUDA {v.get('torch_cuda')}, cuDNN {v.get('cudnn')})"
+    )
+
+
+def describe_plan(steps: Sequence[Step]) -> str:
+    return "; ".join(step.title for step in steps)
+
+
+# --------------------------------------------------------------------------- is there a GPU?
+
+
+@dataclass(frozen=True)
+class Presence:
+    gpu: bool
+    reason: str  # why not, or what was found
+
+
+def detect_gpu() -> Presence:
+    """NVML first (fast, no torch); torch's CUDA only when NVML sees a GPU or cannot be asked.
+
+    A GPU that torch cannot use (a CPU-only wheel) is a setup error the operator must fix: MoolaError.
+    """
+    from diagnostics.nvml import NvmlProbe, NvmlUnavailable
+
+    names: list[str] = []
+    nvml_reason = ""
+    try:
+        with NvmlProbe() as probe:
+            names = [probe.name(i) for i in range(probe.device_count())]
+    except NvmlUnavailable as exc:
+        nvml_reason = str(exc)
+    except Exception as exc:  # a query failing after init
+        nvml_reason = f"NVML query failed: {type(exc).__name__}: {exc}"
+    if nvml_reason and "nvidia-ml-py" not in nvml_reason:
+        return Presence(False, nvml_reason)  # no driver: no GPU, and no need to import torch
+    if not names and not nvml_reason:
+        return Presence(False, "NVML sees 0 GPUs")
+    try:
+        import torch
+    except ImportError as exc:
+        raise MoolaError(f"torch is not importable ({exc}): install the README's requirements") from exc
+    if torch.cuda.is_available():
+        return Presence(True, ", ".join(names) or torch.cuda.get_device_name(0))
+    if not names:
+        return Presence(False, f"{nvml_reason}; torch {torch.__version__} sees no CUDA device")
+    from moola.train.device import cuda_unavailable_reason
+
+    raise MoolaError(
+        f"NVML sees {', '.join(names)} but {cuda_unavailable_reason()}: install a CUDA build of torch "
+        "(README: GPU verification run)"
+    )
+
+
+# --------------------------------------------------------------------------- parsing what each step wrote
+
+
+def _tail(text: str, n: int = TAIL_CHARS) -> str:
+    return text if len(text) <= n else "..." + text[-n:]
+
+
+def _read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def parse_check_report(path: Path) -> dict[str, Any]:
+    report = _read_json(path)
+    keep = ("check", "name", "status", "measured", "expected", "hint", "evidence")
+    return {
+        "verdict": report.get("verdict"),
+        "counts": report.get("counts"),
+        "meta": {k: report.get("meta", {}).get(k) for k in ("model", "device", "thresholds")},
+        "results": [{k: r.get(k) for k in keep} for r in report.get("results", [])],
+        "values": {f"{r['check']}.{r['name']}": r.get("values") for r in report.get("results", [])},
+    }
+
+
+def parse_train(runs: Path) -> dict[str, Any]:
+    summaries = sorted(runs.glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
+    if not summaries:
+        raise ValueError(f"no run directory with summary.json under {runs}")
+    summary = _read_json(summaries[-1])
+    keep = ("device", "n_train", "n_val", "epochs_run", "stopped_early", "train_time_s", "mean_epoch_time_s")
+    data = {k: summary.get(k) for k in keep}
+    data["run_dir"] = str(summaries[-1].parent)
+    data["val_acc"] = (summary.get("metrics") or {}).get("val_acc")
+    return data
+
+
+def parse_pytest_bench(path: Path) -> dict[str, Any]:
+    payload = _read_json(path)
+    rows = []
+    for bench in payload.get("benchmarks", []):
+        stats = bench.get("stats", {})
+        extra = bench.get("extra_info", {})
+        rows.append(
+            {
+                "name": bench.get("name"),
+                "median_s": stats.get("median"),
+                "rounds": stats.get("rounds"),
+                "value": extra.get("value"),  # track_/peakmem_ benchmarks: the counter, not a time
+                "unit": extra.get("unit"),
+            }
+        )
+    return {"benchmarks": rows, "machine": payload.get("machine_info", {}).get("node")}
+
+
+def parse_step(step: Step, completed: Completed, repo: Path) -> dict[str, Any]:
+    if step.out is None:
+        return {}
+    path = repo / step.out
+    if step.key == "train":
+        return parse_train(path)
+    if step.key == "pytest_bench":
+        return parse_pytest_bench(path)
+    if step.key in ("check_all", "check_all_legacy", "gpu_check"):
+        return parse_check_report(path)
+    return _read_json(path)
+
+
+# --------------------------------------------------------------------------- the orchestrator
+
+
+@dataclass
+class Outcome:
+    key: str
+    title: str
+    command: str
+    status: str  # ok | failed | timeout | skipped | interrupted
+    timeout_s: float
+    returncode: int | None = None
+    seconds: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+
+
+def _git_sha(repo: Path) -> str | None:
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or None
+    return None
+
+
+def _clear(path: Path) -> None:
+    """Remove what an earlier run of this step wrote, so a failed step is never read as its old figures."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def run_step(step: Step, runner: Runner, env: dict[str, str], repo: Path, timeout_s: float) -> Outcome:
+    outcome = Outcome(step.key, step.title, shlex.join(step.argv), "failed", timeout_s)
+    if step.out is not None:
+        _clear(repo / step.out)
+    completed = runner(step.argv, timeout_s, {**env, **step.env}, repo)
+    outcome.returncode, outcome.seconds = completed.returncode, completed.seconds
+    outcome.stdout_tail, outcome.stderr_tail = _tail(completed.stdout), _tail(completed.stderr)
+    if completed.timed_out:
+        outcome.status, outcome.error = "timeout", completed.error
+    elif completed.returncode is None:
+        outcome.error = completed.error
+    elif completed.returncode not in step.ok_codes:
+        outcome.error = f"exit {completed.returncode}"
+    else:
+        outcome.status = "ok"
+    if outcome.status != "timeout":  # a failed step may still have written its figures
+        try:
+            outcome.data = parse_step(step, completed, repo)
+        except Exception as exc:
+            if outcome.status == "ok":
+                outcome.status = "failed"
+                outcome.error = f"its output could not be read: {type(exc).__name__}: {exc}"
+    return outcome
+
+
+def write_reports(report: dict[str, Any], report_dir: Path) -> tuple[Path, Path]:
+    from moola.io import atomic_write_json, atomic_write_text
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    json_path = atomic_write_json(report_dir / "gpu-smoke.json", report)
+    md_path = atomic_write_text(report_dir / "gpu-smoke.md", render_markdown(report))
+    return json_path, md_path
+
+
+def run(
+    report_dir: Path = Path("reports"),
+    *,
+    budget_s: float = BUDGET_S,
+    dry_run: bool = False,
+    rehearse: bool = False,
+    only: Sequence[str] | None = None,
+    runner: Runner = run_subprocess,
+    detect: Callable[[], Presence] = detect_gpu,
+    echo: Callable[[str], None] = print,
+    python: str = sys.executable,
+    repo: Path = REPO,
+) -> int:
+    """The whole verification run; returns the exit code (see the module doc)."""
+    report_dir = report_dir.resolve()  # relative to the caller's directory, as moola-diag's --report-dir
+    steps = plan(python, report_dir, repo, "cpu" if rehearse else "cuda")
+    if only:
+        unknown = sorted(set(only) - {s.key for s in steps})
+        if unknown:
+            raise MoolaError(
+                f"--only {','.join(unknown)}: unknown step; steps: {', '.join(s.key for s in steps)}"
+            )
+        steps = [s for s in steps if s.key in set(only)]
+    outputs = f"{report_dir / 'gpu-smoke.json'} and {report_dir / 'gpu-smoke.md'}"
+    if dry_run:
+        for step in steps:
+            echo(f"{step.key} (timeout {step.timeout_s:.0f} s): {shlex.join(step.argv)}")
+        echo(f"budget {budget_s:.0f} s; writes {outputs}")
+        return 0
+    presence = Presence(False, "CPU rehearsal: no GPU figures") if rehearse else detect()
+    if not presence.gpu and not rehearse:
+        echo(
+            f"{PROG}: no GPU here ({presence.reason}); with one it would run: {describe_plan(steps)}; into {outputs}"
+        )
+        return 0
+
+    # Subprocesses import this checkout whether or not it is installed (the lent GPU machine has no network).
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "kind": "moola-gpu-smoke",
+        "started": started.isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": python,
+        "git": _git_sha(repo),
+        "gpu": presence.reason,
+        "rehearsal": rehearse,
+        "budget_s": budget_s,
+        "complete": False,
+        "steps": [],
+    }
+    outcomes: list[Outcome] = []
+    interrupted: str | None = None
+    try:
+        for step in steps:
+            left = budget_s - (time.perf_counter() - t0)
+            if left < MIN_STEP_S:
+                outcome = Outcome(step.key, step.title, shlex.join(step.argv), "skipped", step.timeout_s)
+                outcome.error = f"left out: {max(left, 0):.0f} s of the {budget_s:.0f} s budget remained"
+            else:
+                echo(f"{PROG}: {step.key} ...")
+                outcome = run_step(step, runner, env, repo, min(step.timeout_s, left))
+            outcomes.append(outcome)
+            echo(
+                f"{PROG}: {step.key}: {outcome.status} in {outcome.seconds:.1f} s"
+                + (f" ({outcome.error})" if outcome.error else "")
+            )
+            if step.key == "versions" and outcome.data:
+                echo(f"{PROG}: {versions_line(outcome.data)}")
+            report["steps"] = [asdict(o) for o in outcomes]
+            report["seconds"] = time.perf_counter() - t0
+            write_reports(report, report_dir)
+    except KeyboardInterrupt:
+        interrupted = "interrupted (Ctrl-C / SIGTERM)"
+        done = {o.key for o in outcomes}
+        outcomes += [
+            Outcome(s.key, s.title, shlex.join(s.argv), "interrupted", s.timeout_s)
+            for s in steps
+            if s.key not in done
+        ]
+    report["steps"] = [asdict(o) for o in outcomes]
+    report["seconds"] = time.perf_counter() - t0
+    report["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    report["complete"] = interrupted is None
+    report["interrupted"] = interrupted
+    json_path, md_path = write_reports(report, report_dir)
+    bad = [o.key for o in outcomes if o.status != "ok"]
+    for line in readme_table(report):  # the headline figures, also in the command's output
+        echo(line)
+    echo(
+        f"{PROG}: {len(outcomes) - len(bad)}/{len(steps)} steps ok in {report['seconds']:.0f} s"
+        + (f"; not ok: {', '.join(bad)}" if bad else "")
+        + f"; wrote {json_path} and {md_path}"
+    )
+    if interrupted:
+        return 130
+    return 1 if bad or len(outcomes) < len(steps) else 0
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return " ".join(str(value).split()).replace("|", "\\|") or " "
+
+
+def _counts(step: dict[str, Any] | None) -> str:
+    """'exit 1: 30 PASS, 1 FAIL, 2 SKIP' from a check-all step, or its status when it has no report."""
+    step = step or {}
+    counts = (step.get("data") or {}).get("counts") or {}
+    if not counts:
+        return f"no report ({step.get('status', 'not run')})"
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    return f"exit {step.get('returncode')}: {parts}"
+
+
+def _mib(n: Any) -> str:
+    return "n/a" if not isinstance(n, (int, float)) else f"{n / 2**20:,.1f} MiB"
+
+
+def _sec(x: Any) -> str:
+    if not isinstance(x, (int, float)):
+        return "n/a"
+    return f"{x:.2f} s" if x >= 1 else f"{x * 1e3:.1f} ms"
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if not isinstance(x, (int, float)) else f"{x:.0f}%"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _steps_by_key(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["key"]: s for s in report.get("steps", [])}
+
+
+def reference_figures(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The reference train next to its lower bound: per epoch and for the epochs it actually ran."""
+    train = steps.get("train", {}).get("data") or {}
+    bound = steps.get("bound", {}).get("data") or {}
+    epochs = train.get("epochs_run")
+    per_epoch = train.get("mean_epoch_time_s")
+    bound_s = bound.get("bound_s")
+    out: dict[str, Any] = {"epochs_run": epochs, "epoch_s": per_epoch, "bound_epoch_s": bound_s}
+    if isinstance(bound_s, (int, float)):
+        out["bound_60_s"] = bound_s * 60
+        if isinstance(epochs, int):
+            out["bound_total_s"] = bound_s * epochs
+    if isinstance(per_epoch, (int, float)) and isinstance(bound_s, (int, float)) and bound_s > 0:
+        out["ratio"] = per_epoch / bound_s
+    return out
+
+
+def _check_section(title: str, step: dict[str, Any] | None) -> list[str]:
+    lines = [f"### {title}", ""]
+    if not step or not step.get("data", {}).get("results"):
+        lines.append(f"No report ({(step or {}).get('status', 'not run')}; see Failures).")
+        return [*lines, ""]
+    data = step["data"]
+    lines.append(
+        f"Exit {step.get('returncode')}, verdict **{data.get('verdict')}**, {step.get('seconds', 0):.1f} s."
+    )
+    lines.append("")
+    rows = [(r["check"], r["name"], r["status"], r["measured"], r["expected"]) for r in data["results"]]
+    lines += [*_table(("check", "finding", "status", "measured", "expected"), rows), ""]
+    # The evidence behind the GPU-related verdicts (context overhead, NVML's meaning, the bound's parts).
+    for r in data["results"]:
+        if (r["check"] == "gpu" or (r["check"], r["name"]) == ("sanity", "epoch_time")) and r.get("evidence"):
+            lines.append(f"- **{r['check']}.{r['name']}**: " + "; ".join(r["evidence"]))
+    return [*lines, ""]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The human report; every section present even when its step failed (it then says so)."""
+    steps = _steps_by_key(report)
+    versions = (steps.get("versions") or {}).get("data") or {}
+    state = "complete" if report.get("complete") else (report.get("interrupted") or "in progress")
+    lines = [
+        "# moola GPU verification run"
+        + (" (CPU rehearsal: plumbing only, no GPU figures)" if report.get("rehearsal") else ""),
+        "",
+        f"{report.get('started', '?')} · {report.get('host', '?')} · git {report.get('git') or '?'} · "
+        f"{report.get('seconds', 0):.0f} s of a {report.get('budget_s', 0):.0f} s budget · {state}",
+        "",
+        "## Versions",
+        "",
+    ]
+    card = (versions.get("devices") or [{}])[0]
+    lines += _table(
+        ("item", "value"),
+        [
+            ("GPU", card.get("name", report.get("gpu", "?"))),
+            ("GPU memory", _mib(card.get("total_memory"))),
+            ("driver", versions.get("driver")),
+            ("NVML", versions.get("nvml")),
+            ("CUDA (driver supports)", versions.get("cuda_driver")),
+            ("CUDA (torch built with)", versions.get("torch_cuda")),
+            ("cuDNN", versions.get("cudnn")),
+            ("torch", versions.get("torch")),
+            ("python", versions.get("python")),
+            ("packages", ", ".join(f"{k} {v}" for k, v in (versions.get("packages") or {}).items()) or None),
+            ("nvidia-smi", versions.get("nvidia_smi")),
+        ],
+    )
+    lines += ["", "## Steps", ""]
+    lines += _table(
+        ("step", "status", "seconds", "exit", "command"),
+        [
+            (s["key"], s["status"], f"{s.get('seconds', 0):.1f}", s.get("returncode"), s.get("command"))
+            for s in report.get("steps", [])
+        ],
+    )
+    lines += ["", "## check-all --device cuda", ""]
+    lines += _check_section("default model", steps.get("check_all"))
+    lines += _check_section(LEGACY_MODEL, steps.get("check_all_legacy"))
+    lines += _check_section(
+        "gpu check alone (fresh process: its CUDA context is measured)", steps.get("gpu_check")
+    )
+
+    ref = reference_figures(steps)
+    train = (steps.get("train") or {}).get("data") or {}
+    bound = (steps.get("bound") or {}).get("data") or {}
+    lines += ["## Reference training vs the physical lower bound", ""]
+    lines += [f"`{REFERENCE}`", ""]
+    lines += _table(
+        ("", "value"),
+        [
+            (
+                "process wall time (start-up, data, training, checkpoint)",
+                _sec((steps.get("train") or {}).get("seconds")),
+            ),
+            ("training loop (summary.json train_time_s)", _sec(train.get("train_time_s"))),
+            ("epochs run (early stopping may end sooner)", ref.get("epochs_run", "n/a")),
+            ("measured epoch (mean)", _sec(ref.get("epoch_s"))),
+            (
+                "lower bound per epoch = max(compute, sequential)",
+                f"{_sec(bound.get('bound_s'))} = max({_sec(bound.get('flops_part_s'))}, {_sec(bound.get('latency_part_s'))})",
+            ),
+            ("measured / bound", f"{ref['ratio']:.1f}x" if "ratio" in ref else "n/a"),
+            ("floor for the epochs run", _sec(ref.get("bound_total_s"))),
+            ("floor for 60 epochs", _sec(ref.get("bound_60_s"))),
+            ("validation accuracy (best epoch)", train.get("val_acc", "n/a")),
+        ],
+    )
+    lines += ["", "## NVML during a training burst", ""]
+    burst = (steps.get("burst") or {}).get("data") or {}
+    if burst:
+        lines += _table(
+            ("", "value"),
+            [
+                (
+                    "burst",
+                    f"{burst.get('n_forward')} forwards, {burst.get('epochs')} epochs in {_sec(burst.get('seconds'))}",
+                ),
+                (
+                    "NVML device used before CUDA / with the context",
+                    f"{_mib(burst.get('nvml_before_cuda'))} / {_mib(burst.get('nvml_with_context'))}",
+                ),
+                ("CUDA context (difference)", _mib(burst.get("context_bytes"))),
+                (
+                    "torch: burst's own peak / analytic footprint + data",
+                    f"{_mib(burst.get('own_peak'))} / {_mib(burst.get('budget_bytes'))}",
+                ),
+                (
+                    "torch: cuBLAS workspace, reserved",
+                    f"{_mib(burst.get('workspace_bytes'))}, {_mib(burst.get('reserved'))}",
+                ),
+                ("NVML: this process", _mib(burst.get("process_bytes"))),
+                (
+                    "NVML utilization mean / max (share of time a kernel ran)",
+                    f"{_pct(burst.get('mean_util'))} / {_pct(burst.get('max_util'))} over {burst.get('n_samples')} samples",
+                ),
+            ],
+        )
+        verdicts = burst.get("verdicts") or []
+        if verdicts:
+            lines += [""]
+            lines += _table(
+                ("finding", "status", "measured", "expected"),
+                [(v["name"], v["status"], v["measured"], v["expected"]) for v in verdicts],
+            )
+        timeline = burst.get("timeline") or []
+        if timeline:
+            lines += ["", "Timeline (every few samples): seconds, kernel-running %, device memory used", ""]
+            lines += _table(
+                ("t", "util %", "used"), [(f"{t:.2f}", f"{u:.0f}", _mib(m)) for t, u, m in timeline]
+            )
+    else:
+        lines.append(f"No data ({(steps.get('burst') or {}).get('status', 'not run')}; see Failures).")
+    lines += ["", "## GPU benchmarks", ""]
+    asv_rows = ((steps.get("asv_gpu") or {}).get("data") or {}).get("rows") or []
+    bench_rows = ((steps.get("pytest_bench") or {}).get("data") or {}).get("benchmarks") or []
+    rows = [
+        ("asv", r.get("benchmark"), r.get("param"), r.get("status"), r.get("value"), r.get("unit"))
+        for r in asv_rows
+    ]
+    rows += [
+        ("pytest-benchmark", r.get("name"), "", "ok", r.get("value"), r.get("unit"))
+        if r.get("value") is not None
+        else (
+            "pytest-benchmark",
+            r.get("name"),
+            "",
+            "ok",
+            _sec(r.get("median_s")),
+            f"median of {r.get('rounds')}",
+        )
+        for r in bench_rows
+    ]
+    lines += (
+        _table(("suite", "benchmark", "model", "status", "value", "unit"), rows)
+        if rows
+        else ["No benchmark ran (see Failures)."]
+    )
+
+    lines += ["", "## For the README", ""]
+    lines += readme_table(report)
+    failed = [s for s in report.get("steps", []) if s["status"] != "ok"]
+    lines += ["", "## Failures", ""]
+    if not failed:
+        lines.append("None: every step ran.")
+    for s in failed:
+        lines += [f"### {s['key']}: {s['status']}", "", f"{s.get('error') or ''}", "", "```text"]
+        tail = (s.get("stderr_tail") or s.get("stdout_tail") or "").splitlines()[-25:]
+        lines += [*tail, "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _verdict_of(step: dict[str, Any] | None, check: str, name: str) -> str:
+    for r in ((step or {}).get("data") or {}).get("results") or []:
+        if r["check"] == check and r["name"] == name:
+            return f"{r['status']}: {r['measured']}"
+    return "n/a"
+
+
+def readme_table(report: dict[str, Any]) -> list[str]:
+    """The measured table (card, figures, verdicts) to paste into the README."""
+    steps = _steps_by_key(report)
+    versions = (steps.get("versions") or {}).get("data") or {}
+    card = (versions.get("devices") or [{}])[0].get("name", report.get("gpu", "?"))
+    ref = reference_figures(steps)
+    burst = (steps.get("burst") or {}).get("data") or {}
+    default, legacy = steps.get("check_all"), steps.get("check_all_legacy")
+    rows = [
+        (
+            "card / driver / torch",
+            f"{card} / {versions.get('driver')} / {versions.get('torch')} (CUDA {versions.get('torch_cuda')})",
+        ),
+        ("check-all jade_compact", _counts(default)),
+        (f"check-all {LEGACY_MODEL}", _counts(legacy)),
+        ("sanity epoch_time (jade_compact)", _verdict_of(default, "sanity", "epoch_time")),
+        ("gpu placement", _verdict_of(default, "gpu", "placement")),
+        ("gpu memory", _verdict_of(default, "gpu", "memory")),
+        ("gpu utilization", _verdict_of(default, "gpu", "utilization")),
+        (
+            "reference train, 60 epochs max",
+            f"{_cell(ref.get('epochs_run'))} epochs, {_sec(ref.get('epoch_s'))}/epoch vs bound {_sec(ref.get('bound_epoch_s'))}"
+            + (f" ({ref['ratio']:.1f}x)" if "ratio" in ref else ""),
+        ),
+        ("floor for 60 epochs", _sec(ref.get("bound_60_s"))),
+        ("CUDA context (NVML)", _mib(burst.get("context_bytes"))),
+        (
+            "burst torch peak / footprint+data",
+            f"{_mib(burst.get('own_peak'))} / {_mib(burst.get('budget_bytes'))}",
+        ),
+    ]
+    return _table(("measured on this card", "value"), rows)
+
+
+# --------------------------------------------------------------------------- steps run in subprocesses
+
+
+def inner_versions(device: str = "cuda") -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    from diagnostics.nvml import NvmlProbe
+
+    try:
+        with NvmlProbe() as probe:
+            info.update(probe.versions())
+    except Exception as exc:
+        info["nvml_error"] = f"{type(exc).__name__}: {exc}"
+    import torch
+
+    info["torch"] = torch.__version__
+    info["torch_cuda"] = torch.version.cuda
+    info["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    info["devices"] = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        info["devices"].append(
+            {
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "total_memory": int(props.total_memory),
+                "multiprocessors": int(props.multi_processor_count),
+            }
+        )
+    # moola's dependencies as this interpreter has them: a too-old one (say typer) explains a failed step.
+    from importlib import metadata
+
+    packages = (
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "psutil",
+        "nvidia-ml-py",
+        "rich",
+        "typer",
+        "pytest",
+        "pytest-benchmark",
+    )
+    info["packages"] = {}
+    for name in packages:
+        try:
+            info["packages"][name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info["packages"][name] = None
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        query = "name,driver_version,memory.total,memory.used,utilization.gpu,temperature.gpu,clocks.sm,clocks.max.sm"
+        with contextlib.suppress(Exception):
+            out = subprocess.run(
+                [smi, f"--query-gpu={query}", "--format=csv"], capture_output=True, text=True, timeout=20
+            )
+            info["nvidia_smi"] = out.stdout.strip() or out.stderr.strip()
+    return info
+
+
+def inner_bound(device: str = "cuda", model_name: str = "jade_compact") -> dict[str, Any]:
+    """The lower bound the sanity check computes, for the reference command's model, split and batch."""
+    import torch
+
+    from diagnostics.physics import epoch_time_lower_bound
+    from moola.config import TrainConfig
+    from moola.data.splits import make_split
+    from moola.data.synthetic import default_dataset
+    from moola.features import FEATURE_SETS
+    from moola.models import get_model, get_spec
+
+    cfg = TrainConfig(model=model_name, device=device, predict_pointers=True)
+    ds = default_dataset()
+    train_idx, _ = make_split(ds, cfg.split, cfg.val_fraction, cfg.seed, cfg.embargo_bars)
+    n_features = len(FEATURE_SETS[cfg.features or get_spec(model_name).feature_set])
+    torch.manual_seed(cfg.seed)
+    model = get_model(model_name, n_features=n_features, n_classes=ds.n_classes).to(device)
+    T = int(ds.X.shape[1])
+    bound = epoch_time_lower_bound(model, len(train_idx), cfg.batch_size, T, n_features, device=device)
+    return {
+        "model": model_name,
+        "device": device,
+        "n_train": len(train_idx),
+        "batch": cfg.batch_size,
+        "bound_s": bound.seconds,
+        "flops_part_s": bound.flops_part,
+        "latency_part_s": bound.latency_part,
+        "evidence": bound.evidence,
+    }
+
+
+class NoCuda:
+    """torch.cuda's counters for the CPU rehearsal: nothing is allocated on a GPU."""
+
+    def synchronize(self) -> None:
+        pass
+
+    def reset_peak_memory_stats(self) -> None:
+        pass
+
+    def memory_allocated(self) -> int:
+        return 0
+
+    def max_memory_allocated(self) -> int:
+        return 0
+
+    def memory_reserved(self) -> int:
+        return 0
+
+
+def inner_burst(device: str = "cuda", steps: int = BURST_STEPS, interval_s: float = 0.02) -> dict[str, Any]:
+    """The gpu check's burst (its model, trainer, Instrument and verdicts), longer and sampled faster, with
+    the CUDA context measured as NVML device memory before vs after this process creates it."""
+    import torch
+
+    from diagnostics.checks.gpu import (
+        NvmlMemory,
+        memory_verdict,
+        nvml_index,
+        placement_verdict,
+        training_burst,
+        utilization_verdict,
+    )
+    from diagnostics.context import DiagContext, Thresholds
+    from diagnostics.nvml import NvmlProbe, UtilizationSampler
+    from moola.data.splits import make_split
+    from moola.data.synthetic import default_dataset
+
+    data: dict[str, Any] = {}
+    idx = nvml_index(0)
+    probe: NvmlProbe | None = NvmlProbe()
+    try:
+        probe.open()
+    except Exception as exc:
+        data["nvml_error"] = f"{type(exc).__name__}: {exc}"
+        probe = None
+
+    def used() -> int | None:
+        with contextlib.suppress(Exception):
+            return probe.memory(idx).used if probe is not None else None
+        return None
+
+    data["nvml_before_cuda"] = used()
+    cuda: Any = torch.cuda if device == "cuda" else NoCuda()
+    if device == "cuda":
+        torch.cuda.init()
+    cuda.synchronize()  # creates this process's context
+    data["nvml_with_context"] = used()
+    if data["nvml_before_cuda"] is not None and data["nvml_with_context"] is not None:
+        data["context_bytes"] = data["nvml_with_context"] - data["nvml_before_cuda"]
+    ds = default_dataset()
+    train_idx, test_idx = make_split(ds, "random", 0.2, 0)
+    th = Thresholds(gpu_burst_steps=steps, gpu_burst_max_epochs=10_000)
+    ctx = DiagContext(dataset=ds, train_idx=train_idx, test_idx=test_idx, device=device, thresholds=th)
+    sampler = UtilizationSampler(probe, index=idx, interval_s=interval_s) if probe is not None else None
+    dev = torch.device("cuda", 0) if device == "cuda" else torch.device(device)
+    result = training_burst(ctx, dev, cuda, sampler)
+    process = None
+    if probe is not None:
+        with contextlib.suppress(Exception):
+            process = probe.process_memory(idx)
+    nv = NvmlMemory(
+        process_bytes=process,
+        device_before_cuda=data["nvml_before_cuda"],
+        device_with_context=data["nvml_with_context"],
+        device_after_burst=used(),
+    )
+    verdicts = [
+        placement_verdict(result.param_devices, result.input_devices, result.n_forward, result.fit_error),
+        memory_verdict(
+            result.peak_allocated,
+            result.expected_bytes,
+            result.data_bytes,
+            result.expected_detail,
+            baseline_bytes=result.baseline_allocated,
+            workspace_bytes=result.workspace_bytes,
+            reserved_bytes=result.reserved,
+            nvml=nv,
+            thresholds=th,
+        ),
+        utilization_verdict(result.sampler, result.seconds, result.n_forward, th),
+    ]
+    samples = result.sampler.samples
+    every = max(1, len(samples) // 20)
+    data.update(
+        n_forward=result.n_forward,
+        epochs=result.epochs,
+        seconds=result.seconds,
+        batch_size=result.batch_size,
+        input_devices=result.input_devices,
+        param_devices=result.param_devices,
+        own_peak=result.own_peak,
+        peak_allocated=result.peak_allocated,
+        baseline_allocated=result.baseline_allocated,
+        workspace_bytes=result.workspace_bytes,
+        reserved=result.reserved,
+        expected_bytes=result.expected_bytes,
+        expected_detail=result.expected_detail,
+        data_bytes=result.data_bytes,
+        budget_bytes=result.expected_bytes + result.data_bytes,
+        process_bytes=process,
+        nvml_after=nv.device_after_burst,
+        fit_error=result.fit_error,
+        n_samples=result.sampler.n,
+        mean_util=result.sampler.mean_util,
+        max_util=result.sampler.max_util,
+        sampler_error=result.sampler.error,
+        timeline=[(s.t, s.gpu_util, s.mem_used) for s in samples[::every]],
+        verdicts=[v.to_dict() for v in verdicts],
+    )
+    if probe is not None:
+        probe.close()
+    return data
+
+
+def inner_asv_gpu(device: str = "cuda", repo: Path = REPO) -> dict[str, Any]:
+    """Each benchmark of the asv suite's ``Gpu`` class called once, through the benchmark gate's own
+    discovery and runner (as asv sets them up), so asv itself need not be installed (no network there)."""
+    os.environ.setdefault("MOOLA_BENCH_DEVICE", device)
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    from diagnostics.gate.worker import Runner, discover
+
+    benches = discover(repo, r"\.Gpu\.")
+    bench_runner = Runner(benches)
+    rows: list[dict[str, Any]] = []
+    for b in benches:
+        t0 = time.perf_counter()
+        try:
+            value: Any = bench_runner.call(b)()
+            status = "ok"
+        except NotImplementedError as exc:  # asv's "skipped" (e.g. no CUDA device)
+            value, status = str(exc), "skipped"
+        except Exception as exc:
+            value, status = f"{type(exc).__name__}: {exc}", "error"
+        seconds = time.perf_counter() - t0
+        if status == "ok" and b.kind == "time":
+            value = seconds
+        rows.append(
+            {
+                "benchmark": b.name,
+                "param": ", ".join(str(p) for p in b.params),
+                "status": status,
+                "value": value,
+                "unit": b.unit,
+                "seconds": seconds,
+            }
+        )
+    return {"rows": rows}
+
+
+INNER: dict[str, Callable[..., dict[str, Any]]] = {
+    "versions": inner_versions,
+    "bound": inner_bound,
+    "burst": inner_burst,
+    "asv_gpu": inner_asv_gpu,
+}
+
+
+def _run_inner(name: str, out: Path, device: str, steps: int) -> int:
+    from moola.io import atomic_write_json
+
+    data = inner_burst(device, steps) if name == "burst" else INNER[name](device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, data)
+    print(
+        json.dumps({k: v for k, v in data.items() if k not in ("timeline", "verdicts", "rows")}, default=str)[
+            :4000
+        ]
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, as every moola entry point
+        self.exit(2, f"{PROG}: error: {message} (see '{PROG} --help')\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _Parser(
+        prog=PROG,
+        description="The GPU verification run (under 5 minutes on one GPU): versions, check-all --device cuda "
+        f"(default model and {LEGACY_MODEL}), the reference training vs its physical lower bound, an NVML-sampled "
+        "training burst and the GPU benchmarks, into reports/gpu-smoke.json and .md. Without a GPU: one line, "
+        "exit 0.",
+    )
+    parser.add_argument(
+        "--report-dir", type=Path, default=Path("reports"), help="where gpu-smoke.json/.md go"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=BUDGET_S, help="seconds for the whole run (default %(default)s)"
+    )
+    parser.add_argument("--only", help="comma-separated step keys to run (see --dry-run)")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps and commands, run nothing")
+    parser.add_argument("--inner", choices=sorted(INNER), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=BURST_STEPS, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rehearse-on-cpu",
+        action="store_true",
+        help="run every step on the CPU, without a GPU: tests the plumbing and the report, no GPU figures",
+    )
+    args = parser.parse_args(argv)
+    if args.inner:
+        return _run_inner(args.inner, args.out, args.device, args.steps)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds through run_subprocess, which kills the running step
+
+    with contextlib.suppress(ValueError):  # not the main thread (e.g. called from a test runner thread)
+        signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return run(
+            args.report_dir,
+            budget_s=args.budget,
+            dry_run=args.dry_run,
+            rehearse=args.rehearse_on_cpu,
+            only=[s for s in (args.only or "").split(",") if s] or None,
+        )
+    except MoolaError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
