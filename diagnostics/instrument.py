@@ -1,30 +1,48 @@
 """Watch ANY training function train a model, without touching its loop.
 
-``with Instrument(model) as rec: fit(model, X, y, epochs, device)`` fills a ``Recording`` from hooks:
+``with Instrument(model, X_ref, y_ref) as rec: fit(model, X, y, epochs, device)`` fills a ``Recording`` from
+hooks:
 
 - global optimizer step hooks (torch.optim.optimizer.register_optimizer_step_pre/post_hook): steps taken by
-  every optimizer that holds one of the model's parameters, and the lr of each step;
+  every optimizer that holds one of the model's parameters, the lr of each step, the gradient norm just
+  before it, whether the gradients it applies were cleared since the previous step, how many forwards fed
+  it (gradient accumulation), and whether parameters changed between two steps (outside any optimizer);
 - forward pre/post hooks on the model: calls, samples (batch dim of the input), train/eval mode,
-  ``torch.is_grad_enabled()``, input device, time spent inside forward;
-- per-parameter gradient hooks (post-accumulate-grad, else tensor hooks): which parameters ever received a
-  non-zero gradient;
-- parameter snapshots before/after: which parameters changed, and by how much.
+  ``torch.is_grad_enabled()``, the input devices seen by the model's forward (``input_devices``), time spent
+  inside forward; given the training rows (``X_ref``), which training windows each forward carried (exact
+  row hashes of the float bits, vectorized) and, from the gradient the loss sends back into the logits, which
+  class the loss pushed each of them toward (the label it was trained on; ``dL/dz_c < 0`` for the target
+  class of any cross-entropy-like loss while predictions are not yet confident, so only the first epoch's
+  worth of windows is read);
+- per-parameter gradient hooks: which parameters ever received a non-zero gradient, and whether ``.grad``
+  still held a previous step's gradient when the first backward after a step arrived;
+- a TorchFunctionMode that sees the inputs and values of the standard loss functions (cross_entropy,
+  nll_loss, binary_cross_entropy[_with_logits]): probabilities fed to a loss that applies its own
+  (log-)softmax or sigmoid, non-log-probabilities fed to nll_loss, and the loss per call;
+- parameter snapshots before/after: which parameters changed, by how much, their total norm, finiteness.
 
+Everything per step stays on the device (no host sync inside the user's loop); it is read once on exit.
 A black-box fit has no visible epochs, so timing is total wall time split into forward, backward+step
 (from the last forward's end to the optimizer step's end) and everything else (data handling, Python,
-evaluation). On CUDA these are host-side times (kernels run asynchronously); nothing here synchronizes,
-so instrumenting does not change what is measured. Every hook is removed on exit, exceptions included.
+evaluation). On CUDA these are host-side times (kernels run asynchronously). Every hook is removed on exit,
+exceptions included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+# Loss functions whose input must be logits (they apply their own log-softmax / sigmoid) or log-probabilities.
+_LOSSES = ("cross_entropy", "nll_loss", "binary_cross_entropy_with_logits", "binary_cross_entropy")
 
 
 @dataclass
@@ -32,7 +50,7 @@ class Recording:
     """What one instrumented training run did (see module doc)."""
 
     optimizer_hooks: bool = False  # global optimizer hooks were available in this torch
-    grad_hooks: str = "none"  # "post_accumulate" | "tensor" | "none"
+    grad_hooks: str = "none"  # "tensor" | "none"
     optimizer_steps: int = 0  # steps of optimizers holding the model's parameters
     other_optimizer_steps: int = 0  # steps of optimizers that hold none of them
     lrs: list[float] = field(default_factory=list)  # per step: max lr over the model's param groups
@@ -43,15 +61,46 @@ class Recording:
     samples_seen: int = 0  # batch items over all forwards
     samples_seen_train: int = 0  # batch items over training forwards
     batch_sizes_train: list[int] = field(default_factory=list)
+    # Devices of the inputs seen by the model's forward (the gpu check's placement verdict reads this).
     input_devices: set[str] = field(default_factory=set)
     steps_after_eval_forward: int = 0  # steps whose most recent forward ran with model.eval()
     steps_after_no_grad_forward: int = 0  # steps whose most recent forward ran without grad
     steps_without_forward: int = 0  # steps with no forward since the previous step
     trainable: list[str] = field(default_factory=list)  # names of parameters with requires_grad at entry
+    frozen_at_exit: list[str] = field(default_factory=list)  # trainable at entry, requires_grad False at exit
     grad_nonzero: list[str] = field(default_factory=list)  # received a non-zero gradient at least once
     grad_events: int = 0  # gradient accumulations observed
     changed: list[str] = field(default_factory=list)  # trainable parameters whose values changed
     max_abs_update: dict[str, float] = field(default_factory=dict)
+    # ---- per optimizer step (index = step)
+    forwards_per_step: list[int] = field(
+        default_factory=list
+    )  # grad-enabled forwards since the previous step
+    backwards_per_step: list[int] = field(default_factory=list)  # backward passes since the previous step
+    grad_norms: list[float] = field(default_factory=list)  # L2 norm of the model's .grad just before the step
+    stale_grad_steps: int = (
+        0  # steps whose first backward found .grad still holding an earlier step's gradient
+    )
+    stale_checked_steps: int = 0  # steps after the first that had a backward (where staleness is decidable)
+    cleared_before_step: int = 0  # steps after a backward whose .grad was all zero/None (cleared too early)
+    outside_change_intervals: int = 0  # between-step intervals in which parameters changed outside any step
+    outside_intervals: int = 0  # between-step intervals observed
+    outside_changed: list[str] = field(default_factory=list)  # parameters changed between steps
+    outside_max_change: float = 0.0
+    # ---- parameters at entry/exit
+    param_norm_before: float = 0.0  # L2 norm over all trainable parameters
+    param_norm_after: float = 0.0
+    nonfinite_params: list[str] = field(default_factory=list)
+    # ---- which training windows reached the model (needs X_ref)
+    rows_reference: int = 0  # training windows given (0: rows not tracked)
+    row_sequence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1 = unmatched
+    implied_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    implied_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # ---- loss function calls seen by the TorchFunctionMode (with gradients enabled)
+    loss_calls: dict[str, int] = field(default_factory=dict)
+    loss_prob_inputs: dict[str, int] = field(default_factory=dict)  # calls whose input rows are probabilities
+    nll_not_log_prob: int = 0  # nll_loss calls whose input rows are not log-probabilities
+    losses: list[float] = field(default_factory=list)  # scalar loss values in call order
     wall_s: float = 0.0
     forward_s: float = 0.0
     backward_step_s: float = 0.0
@@ -75,46 +124,195 @@ class Recording:
             return 0
         return max(self.batch_sizes_train)
 
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches (grad-enabled forwards) per optimizer step: the median over steps, at least 1."""
+        fps = [f for f in self.forwards_per_step if f > 0]
+        return max(1, int(np.median(fps))) if fps else 1
 
-def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, str | None]:
+
+def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     import torch
 
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return int(value.shape[0]), str(value.device)
-    return 0, None
+            return value
+    return None
+
+
+def _implied_target(g: torch.Tensor) -> torch.Tensor:
+    """The class each row's loss gradient pushes up (argmin of dL/dz), or -1 where the gradient is all zero
+    (a saturated row carries no information about its target)."""
+    import torch
+
+    return torch.where(
+        g.abs().sum(dim=1) > 0, g.argmin(dim=1), torch.full_like(g[:, 0], -1, dtype=torch.int64)
+    )
+
+
+def _norms(tensors: list[torch.Tensor], order: float) -> list[torch.Tensor]:
+    """Per-tensor norms in one fused call where torch offers it (per step, so it matters), else one by one."""
+    import torch
+
+    try:
+        return list(torch._foreach_norm(tensors, order))
+    except (AttributeError, RuntimeError, TypeError):
+        return [torch.linalg.vector_norm(t.float(), order) for t in tensors]
+
+
+def _max_moves(params: list[torch.Tensor], snapshot: list[torch.Tensor], dev: torch.device) -> torch.Tensor:
+    """Largest absolute change of each parameter since its snapshot: a (P,) tensor on ``dev``."""
+    import torch
+
+    same = all(
+        p.shape == s.shape and p.device == s.device and p.numel()
+        for p, s in zip(params, snapshot, strict=True)
+    )
+    if same and params:
+        diffs = torch._foreach_sub([p.detach() for p in params], snapshot)
+        return torch.stack([n.float().to(dev) for n in _norms(diffs, float("inf"))])
+    return torch.stack([_moved(p, s, dev) for p, s in zip(params, snapshot, strict=True)])
+
+
+def _moved(p: torch.Tensor, snapshot: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """Largest absolute change of ``p`` since ``snapshot`` (inf if it was resized), as a 0-d tensor on dev."""
+    import torch
+
+    if p.shape != snapshot.shape:
+        return torch.full((), float("inf"), device=dev)
+    if not p.numel():
+        return torch.zeros((), device=dev)
+    return (p.detach() - snapshot.to(p.device)).abs().max().float().to(dev)
+
+
+def row_hashes(X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Exact int64 hash per row of the float bits: sum(bits * w) with |bits| < 2^31 and w < 2^20, so no
+    partial sum overflows and the value does not depend on batching or summation order."""
+    import torch
+
+    bits = X.detach().contiguous().reshape(X.shape[0], -1).view(torch.int32).to(torch.int64)
+    return (bits * weights).sum(dim=1)
+
+
+def _drop_mode(mode: Any) -> None:
+    """Make sure ``mode`` is off torch's function-mode stack (an interrupted dispatch can leave it there),
+    keeping any other mode in place: a leaked mode would intercept every later torch call."""
+    import torch
+
+    try:
+        stack = list(torch.overrides._get_current_function_mode_stack())
+        if not any(m is mode for m in stack):
+            return
+        above = []
+        while stack:
+            top = torch._C._pop_torch_function_stack()
+            stack.pop()
+            if top is mode:
+                break
+            above.append(top)
+        for m in reversed(above):
+            torch._C._push_on_torch_function_stack(m)
+    except (AttributeError, RuntimeError):  # private API moved: the suppress above did what it could
+        return
+
+
+class _LossWatch:
+    """A TorchFunctionMode (built lazily: torch is imported only when instrumenting) around the fit."""
+
+    @staticmethod
+    def make(instrument: Instrument) -> Any:
+        import torch
+        import torch.nn.functional as F
+        from torch.overrides import TorchFunctionMode
+
+        targets = {getattr(F, name): name for name in _LOSSES}
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                name = targets.get(func)
+                if name is not None and torch.is_grad_enabled():
+                    inp = args[0] if args else kwargs.get("input")
+                    if isinstance(inp, torch.Tensor) and isinstance(out, torch.Tensor):
+                        instrument._loss_call(name, inp, out)
+                return out
+
+        return Mode()
 
 
 class Instrument:
-    """Context manager recording how ``model`` is trained by whatever runs inside it."""
+    """Context manager recording how ``model`` is trained by whatever runs inside it.
 
-    def __init__(self, model: nn.Module):
+    ``X_ref``/``y_ref`` (optional): the training windows handed to the fit, to identify which of them each
+    forward carries and which label the loss trained each on.
+    """
+
+    def __init__(
+        self, model: nn.Module, X_ref: torch.Tensor | None = None, y_ref: torch.Tensor | None = None
+    ):
         self.model = model
         self.recording = Recording()
         self._handles: list[Any] = []
         self._flags: dict[str, torch.Tensor] = {}
         self._before: dict[str, torch.Tensor] = {}
         self._param_ids: set[int] = set()
+        self._params: list[tuple[str, torch.Tensor]] = []
         self._t_start = 0.0
         self._fwd_start: float | None = None
         self._last_fwd_end: float | None = None
         self._last_fwd_mode: tuple[bool, bool] | None = None  # (training, grad_enabled)
         self._fwd_since_step = 0
+        self._grad_fwd_since_step = 0
         self._step_t0: float | None = None
         self._step_counts = False
+        self._X_ref, self._y_ref = X_ref, y_ref
+        self._ref_sorted: np.ndarray | None = None
+        self._ref_order: np.ndarray | None = None
+        self._hash_w: dict[str, torch.Tensor] = {}
+        self._row_hashes: list[torch.Tensor] = []
+        self._implied: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+        self._implied_budget = 0
+        self._steps_done = 0
+        self._seen_since_step: set[str] = set()
+        self._events_since_step = 0
+        self._stale_now: dict[str, torch.Tensor] = {}
+        self._fresh_nonzero: list[torch.Tensor] = []  # this step interval's backward produced a non-zero grad
+        self._stale: list[torch.Tensor] = []
+        self._cleared: list[torch.Tensor] = []
+        self._gnorms: list[torch.Tensor] = []
+        self._snapshot: list[torch.Tensor] | None = None
+        self._outside: list[torch.Tensor] = []
+        self._outside_max: torch.Tensor | None = None
+        self._loss_vals: list[torch.Tensor] = []
+        self._prob_flags: list[tuple[str, torch.Tensor]] = []
+        self._nll_flags: list[torch.Tensor] = []
+        self._mode: Any = None
+        self._pending_hash: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- hooks
+    def _hash_weights(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        key = str(x.device)
+        if key not in self._hash_w:
+            gen = torch.Generator().manual_seed(0x5EED)
+            w = torch.randint(1, 2**20, (int(np.prod(x.shape[1:])),), generator=gen, dtype=torch.int64)
+            self._hash_w[key] = w.to(x.device)
+        return self._hash_w[key]
+
     def _forward_pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         import torch
 
         rec = self.recording
         grad = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
         training = bool(module.training)
-        n, dev = _batch_size(args, kwargs)
+        x = _first_tensor(args, kwargs)
+        n = int(x.shape[0]) if x is not None else 0
         rec.forward_calls += 1
         rec.samples_seen += n
-        if dev is not None:
-            rec.input_devices.add(dev)
+        if x is not None:
+            rec.input_devices.add(str(x.device))
         if not training:
             rec.forward_calls_eval_mode += 1
         if not grad:
@@ -123,6 +321,20 @@ class Instrument:
             rec.forward_calls_train += 1
             rec.samples_seen_train += n
             rec.batch_sizes_train.append(n)
+        self._pending_hash = None
+        if grad:
+            self._grad_fwd_since_step += 1
+            ref = self._X_ref
+            if (
+                training
+                and ref is not None
+                and x is not None
+                and x.dtype == torch.float32
+                and tuple(x.shape[1:]) == tuple(ref.shape[1:])
+            ):
+                h = row_hashes(x, self._hash_weights(x))
+                self._row_hashes.append(h)
+                self._pending_hash = h
         self._last_fwd_mode = (training, grad)
         self._fwd_since_step += 1
         self._fwd_start = time.perf_counter()
@@ -133,11 +345,24 @@ class Instrument:
             self.recording.forward_s += now - self._fwd_start
         self._fwd_start = None
         self._last_fwd_end = now
+        h, self._pending_hash = self._pending_hash, None
+        logits = output[0] if isinstance(output, tuple) and output else output
+        if h is None or self._implied_budget <= 0 or not hasattr(logits, "register_hook"):
+            return
+        if not logits.requires_grad or logits.dim() != 2 or logits.shape[0] != h.shape[0]:
+            return
+        # The loss's gradient w.r.t. the logits: dL/dz_c < 0 pushes class c up, i.e. c is the target.
+        self._implied_budget -= int(h.shape[0])
+        slot: list[torch.Tensor] = []
+        self._implied.append((h, slot))
+        logits.register_hook(lambda g, slot=slot: slot.append(_implied_target(g.detach())))
 
     def _holds_model_params(self, optimizer: Any) -> list[dict[str, Any]]:
         return [g for g in optimizer.param_groups if any(id(p) in self._param_ids for p in g["params"])]
 
     def _step_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        import torch
+
         rec = self.recording
         groups = self._holds_model_params(optimizer)
         self._step_counts = bool(groups)
@@ -152,34 +377,117 @@ class Instrument:
             training, grad = self._last_fwd_mode
             rec.steps_after_eval_forward += int(not training)
             rec.steps_after_no_grad_forward += int(not grad)
+        rec.forwards_per_step.append(self._grad_fwd_since_step)
+        n_backward = self._events_since_step // max(1, len(self._seen_since_step))
+        rec.backwards_per_step.append(n_backward)
+        # Only the gradients this optimizer applies: a parameter outside it may keep any .grad it likes.
+        held = {id(p) for g in groups for p in g["params"]}
+        mine = [(n, p) for n, p in self._params if id(p) in held]
+        grads = [p.grad for _, p in mine if p.grad is not None]
+        dev = self._params[0][1].device if self._params else torch.device("cpu")
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([n.float().to(dev) for n in _norms(grads, 2.0)]))
+        else:
+            norm = torch.zeros((), device=dev)
+        self._gnorms.append(norm)
+        if n_backward > 0:
+            if self._fresh_nonzero:
+                fresh = torch.stack([f.to(dev) for f in self._fresh_nonzero]).any()
+                # Backward produced non-zero gradients, yet the step sees none: cleared in between.
+                self._cleared.append(fresh & (norm == 0))
+            names = {m for m, _ in mine}
+            stale = [f.to(dev) for n, f in self._stale_now.items() if n in names]
+            if stale:
+                self._stale.append(torch.stack(stale).any())
+        # Parameters that moved since the previous step's end moved outside any optimizer step.
+        if self._snapshot is not None:
+            diffs = _max_moves([p for _, p in self._params], self._snapshot, dev)
+            self._outside.append(diffs.max() > 0)
+            self._outside_max = (
+                diffs if self._outside_max is None else torch.maximum(self._outside_max, diffs)
+            )
+        self._stale_now = {}
+        self._fresh_nonzero = []
+        self._seen_since_step = set()
+        self._events_since_step = 0
+        self._grad_fwd_since_step = 0
         # backward + step: from the end of the forward that fed this step (or now) to the step's end
         self._step_t0 = self._last_fwd_end if self._fwd_since_step else time.perf_counter()
         self._fwd_since_step = 0
 
     def _step_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._step_counts and self._step_t0 is not None:
-            self.recording.backward_step_s += time.perf_counter() - self._step_t0
+        import torch
+
+        if self._step_counts:
+            self._steps_done += 1
+            if self._snapshot is None:
+                self._snapshot = [p.detach().clone() for _, p in self._params]
+            else:
+                torch._foreach_copy_(self._snapshot, [p.detach() for _, p in self._params])
+            if self._step_t0 is not None:
+                self.recording.backward_step_s += time.perf_counter() - self._step_t0
         self._step_t0 = None
 
-    def _grad_flag(self, name: str, grad: torch.Tensor | None) -> None:
+    def _on_grad(self, name: str, param: torch.Tensor, grad: torch.Tensor | None) -> None:
+        import torch
+
         if grad is None:
             return
         self.recording.grad_events += 1
+        self._events_since_step += 1
+        if name not in self._seen_since_step:
+            self._seen_since_step.add(name)
+            # Called before accumulation: a non-zero .grad at the first backward after a step was never cleared.
+            if self._steps_done > 0:
+                before = param.grad
+                self._stale_now[name] = (
+                    (before != 0).any()
+                    if before is not None
+                    else torch.zeros((), dtype=torch.bool, device=grad.device)
+                )
         # Kept on the grad's device: no host sync per step.
         flag = (grad != 0).any()
+        self._fresh_nonzero.append(flag)
         prev = self._flags.get(name)
         self._flags[name] = flag if prev is None else (prev.to(flag.device) | flag)
 
+    def _loss_call(self, name: str, inp: torch.Tensor, out: torch.Tensor) -> None:
+        import torch
+
+        rec = self.recording
+        rec.loss_calls[name] = rec.loss_calls.get(name, 0) + 1
+        if out.dim() == 0 and out.requires_grad:
+            self._loss_vals.append(out.detach().float())
+        x = inp.detach()
+        if not x.is_floating_point() or x.dim() < 1 or x.numel() == 0:
+            return
+        in_unit = ((x >= 0) & (x <= 1)).all()
+        if name in ("cross_entropy", "nll_loss") and x.dim() >= 2:
+            # Rows in [0, 1] summing to 1: softmax outputs (logits essentially never look like this).
+            self._prob_flags.append((name, in_unit & ((x.sum(dim=1) - 1).abs() < 1e-4).all()))
+            if name == "nll_loss":
+                # nll_loss expects log-probabilities: every row's logsumexp is 0.
+                self._nll_flags.append((torch.logsumexp(x.float(), dim=1).abs() > 1e-3).any())
+        elif name == "binary_cross_entropy_with_logits":
+            self._prob_flags.append((name, in_unit))
+
     # ---------------------------------------------------------------- context manager
     def __enter__(self) -> Recording:
-        import torch
         import torch.optim.optimizer as optim_mod
 
         rec = self.recording
         named = [(n, p) for n, p in self.model.named_parameters()]
         self._param_ids = {id(p) for _, p in named}
-        rec.trainable = [n for n, p in named if p.requires_grad]
-        self._before = {n: p.detach().clone() for n, p in named if p.requires_grad}
+        self._params = [(n, p) for n, p in named if p.requires_grad]
+        rec.trainable = [n for n, _ in self._params]
+        self._before = {n: p.detach().clone() for n, p in self._params}
+        if self._X_ref is not None:
+            ref = self._X_ref.detach().cpu()
+            h = row_hashes(ref, self._hash_weights(ref)).numpy()
+            self._ref_order = np.argsort(h, kind="stable")
+            self._ref_sorted = h[self._ref_order]
+            rec.rows_reference = int(ref.shape[0])
+            self._implied_budget = int(ref.shape[0])  # one epoch's worth of windows
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._forward_pre, with_kwargs=True))
             self._handles.append(self.model.register_forward_hook(self._forward_post, with_kwargs=True))
@@ -189,18 +497,12 @@ class Instrument:
                 self._handles.append(pre(self._step_pre))
                 self._handles.append(post(self._step_post))
                 rec.optimizer_hooks = True
-            use_post_acc = hasattr(torch.Tensor, "register_post_accumulate_grad_hook")
-            rec.grad_hooks = "post_accumulate" if use_post_acc else "tensor"
-            for name, p in named:
-                if not p.requires_grad:
-                    continue
-                if use_post_acc:
-                    h = p.register_post_accumulate_grad_hook(
-                        lambda t, name=name: self._grad_flag(name, t.grad)
-                    )
-                else:
-                    h = p.register_hook(lambda g, name=name: self._grad_flag(name, g))
-                self._handles.append(h)
+            # Tensor hooks run before the gradient is accumulated into .grad: they see both.
+            rec.grad_hooks = "tensor"
+            for name, p in self._params:
+                self._handles.append(p.register_hook(lambda g, name=name, p=p: self._on_grad(name, p, g)))
+            self._mode = _LossWatch.make(self)
+            self._mode.__enter__()
         except BaseException:
             self._remove()
             raise
@@ -208,8 +510,37 @@ class Instrument:
         return rec
 
     def _remove(self) -> None:
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            # An exception raised inside torch's mode dispatch (the fit's time limit, Ctrl-C) can unwind
+            # past its re-push, leaving the mode already popped: then nothing is left to remove.
+            with contextlib.suppress(RuntimeError):
+                mode.__exit__(None, None, None)
+            _drop_mode(mode)
         while self._handles:
             self._handles.pop().remove()
+
+    def _finish_rows(self) -> None:
+        """Map the recorded row hashes to training-row indices (one host transfer)."""
+        import torch
+
+        rec = self.recording
+        if self._ref_sorted is None or self._ref_order is None:
+            return
+
+        def lookup(h: np.ndarray) -> np.ndarray:
+            pos = np.clip(np.searchsorted(self._ref_sorted, h), 0, max(len(self._ref_sorted) - 1, 0))
+            hit = self._ref_sorted[pos] == h if len(self._ref_sorted) else np.zeros(len(h), bool)
+            return np.where(hit, self._ref_order[pos], -1).astype(np.int64)
+
+        if self._row_hashes:
+            rec.row_sequence = lookup(torch.cat([h.cpu() for h in self._row_hashes]).numpy())
+        done = [(h, slot[0]) for h, slot in self._implied if slot]
+        if done:
+            rows = lookup(torch.cat([h.cpu() for h, _ in done]).numpy())
+            labels = torch.cat([lab.cpu() for _, lab in done]).numpy().astype(np.int64)
+            keep = (rows >= 0) & (labels >= 0)
+            rec.implied_rows, rec.implied_labels = rows[keep], labels[keep]
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         import torch
@@ -221,12 +552,19 @@ class Instrument:
             rec.exception = f"{exc_type.__name__}: {exc}"
         rec.grad_nonzero = [n for n in rec.trainable if n in self._flags and bool(self._flags[n].item())]
         params = dict(self.model.named_parameters())
+        rec.frozen_at_exit = [n for n in rec.trainable if n in params and not params[n].requires_grad]
+        sq_before = sq_after = 0.0
         with torch.no_grad():
             for name, before in self._before.items():
+                sq_before += float(before.double().pow(2).sum())
                 p = params.get(name)
                 if p is None:
                     continue
                 now = p.detach().to(before.device)
+                if not bool(torch.isfinite(now).all()):
+                    rec.nonfinite_params.append(name)
+                else:
+                    sq_after += float(now.double().pow(2).sum())
                 if now.shape != before.shape:
                     rec.changed.append(name)
                     continue
@@ -234,6 +572,30 @@ class Instrument:
                 rec.max_abs_update[name] = delta
                 if delta > 0 or not torch.equal(now, before):
                     rec.changed.append(name)
-        self._before = {}
-        self._flags = {}
+        rec.param_norm_before, rec.param_norm_after = sq_before**0.5, sq_after**0.5
+        if self._gnorms:
+            rec.grad_norms = torch.stack([g.cpu() for g in self._gnorms]).tolist()
+        rec.stale_checked_steps = len(self._stale)
+        rec.stale_grad_steps = int(torch.stack([s.cpu() for s in self._stale]).sum()) if self._stale else 0
+        rec.cleared_before_step = (
+            int(torch.stack([c.cpu() for c in self._cleared]).sum()) if self._cleared else 0
+        )
+        rec.outside_intervals = len(self._outside)
+        if self._outside:
+            rec.outside_change_intervals = int(torch.stack([o.cpu() for o in self._outside]).sum())
+        if self._outside_max is not None:
+            per_param = self._outside_max.cpu().tolist()
+            rec.outside_changed = [n for (n, _), d in zip(self._params, per_param, strict=False) if d > 0]
+            rec.outside_max_change = max(per_param, default=0.0)
+        if self._loss_vals:
+            rec.losses = torch.stack([v.cpu() for v in self._loss_vals]).tolist()
+        for name in {n for n, _ in self._prob_flags}:
+            flags = torch.stack([f.cpu() for n, f in self._prob_flags if n == name])
+            rec.loss_prob_inputs[name] = int(flags.sum())
+        if self._nll_flags:
+            rec.nll_not_log_prob = int(torch.stack([f.cpu() for f in self._nll_flags]).sum())
+        self._finish_rows()
+        self._before, self._flags, self._snapshot = {}, {}, None
+        self._row_hashes, self._implied, self._loss_vals = [], [], []
+        self._prob_flags, self._nll_flags, self._outside, self._gnorms = [], [], [], []
         return False

@@ -6,6 +6,9 @@ built-in ``fit_tensors``) for ``ctx.thresholds.sanity_epochs`` epochs on the tra
 The pointer head is frozen: the --fit plug-in protocol is classification only. The model reaches the fit
 with its input standardization already fitted to the training rows (``set_input_stats``), exactly as
 moola's own trainer prepares it, so a user's fit is judged on the same model.
+
+A user's fit that raises, runs past ``Thresholds.fit_time_limit_s`` (SIGALRM on the main thread), or returns
+a model other than the one it was given is a ``MoolaError`` (one line, exit 2): nothing measured would be true.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import functools
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +29,6 @@ if TYPE_CHECKING:
     import torch
 
     from diagnostics.context import DiagContext
-
-EVAL_BATCH = 512
 
 
 @dataclass
@@ -55,6 +57,7 @@ class ShortTrainingResult:
     y_test: np.ndarray
     pred_train: np.ndarray
     pred_test: np.ndarray
+    frozen: list[str] = field(default_factory=list)  # parameters the fit declares untrained (moola_frozen)
     model: Any = field(default=None, repr=False)  # the trained model (on ``device``)
 
     @property
@@ -72,40 +75,15 @@ def model_features(ctx: DiagContext) -> tuple[str, np.ndarray]:
     return name, feats
 
 
-def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float, np.ndarray]:
-    """(mean cross-entropy, accuracy, predictions) in eval mode without gradients; restores the mode."""
-    import torch
-    import torch.nn.functional as F
-
-    if X.shape[0] == 0:
-        return float("nan"), float("nan"), np.zeros(0, dtype=np.int64)
-    was_training = model.training
-    model.eval()
-    loss_sum = 0.0
-    preds = []
-    try:
-        with torch.no_grad():
-            for start in range(0, X.shape[0], EVAL_BATCH):
-                xb, yb = X[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
-                logits = model(xb)
-                loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-                preds.append(logits.argmax(dim=1).cpu())
-    finally:
-        model.train(was_training)
-    pred = torch.cat(preds).numpy().astype(np.int64)
-    return loss_sum / X.shape[0], float(np.mean(pred == y.cpu().numpy())), pred
-
-
-def fresh_model(
-    ctx: DiagContext, n_features: int, seed: int | None = None, X_train: torch.Tensor | None = None
-) -> torch.nn.Module:
-    """The context's model, freshly initialized from a seed, with the pointer head frozen and, given the
-    training features, its input standardization fitted to them (as moola's trainer does before training)."""
+def fresh_model(ctx: DiagContext, n_features: int, X_train: torch.Tensor | None = None) -> torch.nn.Module:
+    """The one model recipe of the diagnostics: the context's model, initialized from ``ctx.config.seed``,
+    with the pointer head frozen and, given the training features, its input standardization fitted to them
+    (as moola's trainer does before training)."""
     import torch
 
     from moola.models import get_model
 
-    torch.manual_seed(ctx.config.seed if seed is None else seed)
+    torch.manual_seed(ctx.config.seed)
     model = get_model(ctx.model_name, n_features=n_features, n_classes=ctx.dataset.n_classes)
     if hasattr(model, "set_pointer_head"):
         model.set_pointer_head(False)
@@ -114,11 +92,64 @@ def fresh_model(
     return model
 
 
+class _FitTimeout(BaseException):
+    """Raised inside a --fit that ran past its limit (a BaseException: a user's ``except Exception`` in the
+    loop must not swallow it)."""
+
+
+def call_with_limit(fn: Callable[[], Any], limit_s: float) -> Any:
+    """``fn()``, interrupted with ``_FitTimeout`` after ``limit_s`` seconds (SIGALRM; only where it exists and
+    on the main thread, else unlimited). Unwinding inside the fit leaves no thread spinning behind."""
+    import signal
+    import threading
+
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or limit_s <= 0:
+        return fn()
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _FitTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit_s)
+    try:
+        return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def declared_frozen(fit: Any, names: list[str], fit_name: str) -> list[str]:
+    """Parameter names a --fit declares it leaves untrained on purpose (a frozen-encoder fine-tune):
+    ``FUNC.moola_frozen = ("encoder",)``, prefixes of ``model.named_parameters()`` names."""
+    declared = getattr(fit, "moola_frozen", None)
+    if declared is None:
+        return []
+    prefixes = (declared,) if isinstance(declared, str) else declared
+    if not isinstance(prefixes, (tuple, list, set, frozenset)) or not all(
+        isinstance(p, str) for p in prefixes
+    ):
+        raise MoolaError(
+            f"--fit {fit_name}: moola_frozen must be a string or a tuple of parameter-name prefixes, "
+            f"got {declared!r}"
+        )
+    frozen = []
+    for prefix in prefixes:
+        hits = [n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")]
+        if not hits:
+            raise MoolaError(
+                f"--fit {fit_name}: moola_frozen names {prefix!r}, which matches no trainable parameter "
+                f"(these start with: {', '.join(sorted({n.split('.')[0] for n in names}))})"
+            )
+        frozen += [n for n in hits if n not in frozen]
+    return frozen
+
+
 def _run(ctx: DiagContext) -> ShortTrainingResult:
     import torch
 
     from moola.train.device import resolve_device
-    from moola.train.trainer import fit_tensors
+    from moola.train.trainer import evaluate, fit_tensors
 
     feature_set, feats = model_features(ctx)
     device = resolve_device(ctx.device)
@@ -140,17 +171,26 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
         else ctx.fit
     )
     fit_name = "moola.train.trainer:fit_tensors (built-in)" if builtin else (ctx.fit_spec or repr(ctx.fit))
+    frozen = declared_frozen(fit, [n for n, p in model.named_parameters() if p.requires_grad], fit_name)
     epochs = int(ctx.thresholds.sanity_epochs)
+    limit = float(ctx.thresholds.fit_time_limit_s)
     # A user's fit may draw from any of these RNGs: seed them all so a diagnostics run is repeatable.
     random.seed(ctx.config.seed)
     np.random.seed(ctx.config.seed % 2**32)
     torch.manual_seed(ctx.config.seed)
     t0 = time.perf_counter()
-    instrument = Instrument(model)
+    instrument = Instrument(model, X_ref=X_train, y_ref=y_train)
     try:
         with instrument:
             # Copies: a fit that normalizes X in place must not change what it is evaluated on.
-            fit(model, X_train.clone(), y_train.clone(), epochs, str(device))
+            returned = call_with_limit(
+                lambda: fit(model, X_train.clone(), y_train.clone(), epochs, str(device)), limit
+            )
+    except _FitTimeout:
+        raise MoolaError(
+            f"--fit {fit_name}: did not return within {limit:g} s for {epochs} epoch(s) on "
+            f"{int(X_train.shape[0])} windows (the limit, Thresholds.fit_time_limit_s); does it loop forever?"
+        ) from None
     except Exception as exc:
         if builtin:  # moola's own trainer failing is a bug: the check crashes (a FAIL naming it)
             raise
@@ -159,6 +199,12 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
             f"--fit {fit_name}: raised {type(exc).__name__}: {exc} (at {where_raised(exc)}); "
             "rerun with --debug for the traceback"
         ) from exc
+    if isinstance(returned, torch.nn.Module) and returned is not model:
+        # Training a copy and returning it leaves the given model untrained: nothing measured would be true.
+        raise MoolaError(
+            f"--fit {fit_name}: returned a different {type(returned).__name__} than the model it was given; "
+            "FUNC(model, X, y, epochs, device) must train the given model in place (return None or it)"
+        )
     wall = time.perf_counter() - t0
     recording = instrument.recording
 
@@ -193,6 +239,7 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
         y_test=y_test.numpy(),
         pred_train=pred_train,
         pred_test=pred_test,
+        frozen=frozen,
         model=model,
     )
 

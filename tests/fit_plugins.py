@@ -97,3 +97,39 @@ def fit_noop(model, X, y, epochs, device):
 def fit_raises(model, X, y, epochs, device):
     """Bug: crashes."""
     raise ValueError("expected 3 arguments")
+
+
+def fit_hangs(model, X, y, epochs, device):
+    """Bug: never returns (a `while` whose exit condition cannot become true)."""
+    done = False
+    while not done:
+        done = len(X) < 0
+
+
+def fit_returns_copy(model, X, y, epochs, device):
+    """Bug: trains a deep copy and returns it; the model it was given stays untrained."""
+    import copy
+
+    trained = copy.deepcopy(model)
+    fit_correct(trained, X, y, epochs, device)
+    return trained
+
+
+def fit_returns_model(model, X, y, epochs, device):
+    """Correct: trains in place and returns the same model (allowed)."""
+    fit_correct(model, X, y, epochs, device)
+    return model
+
+
+def fit_freezes_encoder_undeclared(model, X, y, epochs, device):
+    """A frozen-encoder fine-tune without the moola_frozen declaration."""
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    fit_correct(model, X, y, epochs, device)
+
+
+def fit_declares_unknown_frozen(model, X, y, epochs, device):
+    fit_correct(model, X, y, epochs, device)
+
+
+fit_declares_unknown_frozen.moola_frozen = ("decoder",)

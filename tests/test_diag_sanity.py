@@ -125,7 +125,7 @@ def test_epoch_faster_than_physics_fails(data, overfit_cache):
     rec = dataclasses.replace(st.recording)
     fake = SimpleNamespace(**{f.name: getattr(st, f.name) for f in dataclasses.fields(st)})
     fake.recording, fake.wall_s, fake.epoch_s = rec, 1e-6 * st.epochs, 1e-6
-    result = sanity._epoch_time(ctx, fake)
+    result = sanity.epoch_time_verdict(ctx, fake)
     assert result.status is Status.FAIL
     assert result.values["bound_s"] > 1e-6
     assert result.values["bound_s"] == max(result.values["flops_part_s"], result.values["latency_part_s"])
@@ -141,23 +141,23 @@ def test_init_loss_and_loss_decrease_verdicts():
         "recording": Recording(),
     }
     near = SimpleNamespace(**base, init_loss=0.70, train_loss=0.60)
-    assert sanity._init_loss(near).status is Status.PASS
-    assert sanity._loss_decrease(near).status is Status.PASS
+    assert sanity.init_loss_verdict(near, THRESHOLDS).status is Status.PASS
+    assert sanity.loss_decrease_verdict(near, THRESHOLDS).status is Status.PASS
     far = SimpleNamespace(**base, init_loss=3.0, train_loss=3.1)
-    assert sanity._init_loss(far).status is Status.WARN
-    assert sanity._loss_decrease(far).status is Status.WARN
+    assert sanity.init_loss_verdict(far, THRESHOLDS).status is Status.WARN
+    assert sanity.loss_decrease_verdict(far, THRESHOLDS).status is Status.WARN
     nan = SimpleNamespace(**base, init_loss=0.7, train_loss=float("nan"))
-    assert sanity._loss_decrease(nan).status is Status.FAIL
+    assert sanity.loss_decrease_verdict(nan, THRESHOLDS).status is Status.FAIL
 
 
 def test_overfit_batch_memorises_standardized_windows(overfit_cache):
     std = overfit_cache["overfit_batch_standardized"]
-    assert std.ok and std.acc == 1.0 and std.loss < sanity.OVERFIT_TARGET_LOSS
-    assert std.steps < sanity.OVERFIT_STEPS
+    assert std.ok and std.acc == 1.0 and std.loss < THRESHOLDS.overfit_target_loss
+    assert std.steps < THRESHOLDS.overfit_steps
     raw = overfit_cache["overfit_batch"]
     # moola's models standardize their inputs (set_input_stats), so the pipeline's model memorises too.
     assert raw.ok
-    assert raw.n == std.n == sanity.OVERFIT_SAMPLES
+    assert raw.n == std.n == THRESHOLDS.overfit_samples
     assert np.isfinite(raw.initial_loss)
 
 
@@ -177,3 +177,73 @@ def test_thread_probe_times_both_thread_counts_and_restores(data):
     assert probe is not None
     threads, many, one = probe
     assert threads == 2 and many > 0 and one > 0
+
+
+def test_fit_that_hangs_is_stopped_at_the_stated_limit(data):
+    ds, train, test = data
+    limited = dataclasses.replace(THRESHOLDS, fit_time_limit_s=0.5)
+    ctx = DiagContext(
+        ds, train, test, device="cpu", fit=fit_plugins.fit_hangs, fit_spec="p:fit_hangs", thresholds=limited
+    )
+    with pytest.raises(MoolaError, match=r"--fit p:fit_hangs: did not return within 0.5 s for 2 epoch\(s\)"):
+        short_training(ctx)
+    import signal
+
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the alarm is off again
+    import torch
+
+    assert torch._C._len_torch_function_stack() == 0  # the loss-watching mode did not leak
+
+
+def test_fit_returning_a_different_model_is_a_user_error(data):
+    with pytest.raises(MoolaError, match=r"returned a different .* than the model it was given"):
+        short_training(_ctx(data, fit_plugins.fit_returns_copy))
+
+
+def test_fit_returning_its_own_model_is_fine(data, overfit_cache):
+    found, _ = _run(data, overfit_cache, fit_plugins.fit_returns_model)
+    assert _fails(found) == set()
+
+
+def test_undeclared_freeze_fails_and_names_the_declaration(data, overfit_cache):
+    found, _ = _run(data, overfit_cache, fit_plugins.fit_freezes_encoder_undeclared)
+    assert found["gradients"].status is Status.FAIL
+    assert "moola_frozen = ('encoder',)" in found["gradients"].hint
+    assert found["param_updates"].status is Status.FAIL
+
+
+def test_declared_frozen_prefix_must_name_parameters(data):
+    with pytest.raises(
+        MoolaError, match="moola_frozen names 'decoder', which matches no trainable parameter"
+    ):
+        short_training(_ctx(data, fit_plugins.fit_declares_unknown_frozen))
+
+
+def test_instrument_identifies_rows_labels_and_accumulation():
+    """Rows are identified exactly whatever the batching; labels come from dL/dlogits; k micro-batches/step."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from diagnostics.instrument import Instrument
+
+    torch.manual_seed(0)
+    X = torch.randn(12, 5, 3)
+    y = torch.tensor([0, 1, 2] * 4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(15, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    order = torch.tensor([5, 3, 11, 0, 1, 2, 4, 6, 7, 8, 9, 10])
+    with Instrument(model, X, y) as rec:
+        for i, idx in enumerate(order.split(3)):  # 4 micro-batches, a step after every 2
+            F.cross_entropy(model(X[idx]), y[idx]).backward()
+            if i % 2 == 1:
+                opt.step()
+                opt.zero_grad()
+        model(X[:2] + 1.0)  # rows that are not training windows
+    assert rec.row_sequence.tolist() == [*order.tolist(), -1, -1]
+    assert rec.implied_rows.tolist() == order.tolist()
+    assert rec.implied_labels.tolist() == y[order].tolist()
+    assert rec.forwards_per_step == [2, 2] and rec.accumulation == 2
+    assert rec.stale_grad_steps == 0 and rec.stale_checked_steps == 1
+    assert rec.loss_calls == {"cross_entropy": 4} and rec.loss_prob_inputs == {"cross_entropy": 0}
+    assert rec.outside_change_intervals == 0 and rec.outside_intervals == 1
