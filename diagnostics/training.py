@@ -28,7 +28,7 @@ from moola.errors import MoolaError, where_raised
 if TYPE_CHECKING:
     import torch
 
-    from diagnostics.context import DiagContext
+    from diagnostics.context import DiagContext, FitFn
 
 
 @dataclass
@@ -145,32 +145,46 @@ def declared_frozen(fit: Any, names: list[str], fit_name: str) -> list[str]:
     return frozen
 
 
+def rows_as_tensors(
+    ctx: DiagContext, feats: np.ndarray, rows: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X float32 (n, T, F), y int64 (n,)) CPU tensors of ``rows`` of the features and labels."""
+    import torch
+
+    X = torch.from_numpy(np.ascontiguousarray(feats[rows], dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(ctx.dataset.y[rows], dtype=np.int64))
+    return X, y
+
+
+def context_fit(ctx: DiagContext) -> tuple[FitFn, str]:
+    """(fit, its name) the checks train with: the user's --fit, or the built-in trainer under the
+    context's batch size, lr and seed."""
+    if ctx.fit is not None:
+        return ctx.fit, ctx.fit_spec or repr(ctx.fit)
+    from moola.train.trainer import fit_tensors
+
+    cfg = ctx.config
+    builtin = functools.partial(fit_tensors, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    return builtin, "moola.train.trainer:fit_tensors (built-in)"
+
+
 def _run(ctx: DiagContext) -> ShortTrainingResult:
     import torch
 
     from moola.train.device import resolve_device
-    from moola.train.trainer import evaluate, fit_tensors
+    from moola.train.trainer import evaluate
 
     feature_set, feats = model_features(ctx)
     device = resolve_device(ctx.device)
-    X_train = torch.from_numpy(np.ascontiguousarray(feats[ctx.train_idx], dtype=np.float32))
-    y_train = torch.from_numpy(np.ascontiguousarray(ctx.dataset.y[ctx.train_idx], dtype=np.int64))
-    X_test = torch.from_numpy(np.ascontiguousarray(feats[ctx.test_idx], dtype=np.float32))
-    y_test = torch.from_numpy(np.ascontiguousarray(ctx.dataset.y[ctx.test_idx], dtype=np.int64))
+    X_train, y_train = rows_as_tensors(ctx, feats, ctx.train_idx)
+    X_test, y_test = rows_as_tensors(ctx, feats, ctx.test_idx)
     n_features = int(X_train.shape[2])
 
     model = fresh_model(ctx, n_features, X_train=X_train)
     init_loss, init_acc, _ = evaluate(model, X_train, y_train)
 
     builtin = ctx.fit is None
-    fit = (
-        functools.partial(
-            fit_tensors, batch_size=ctx.config.batch_size, lr=ctx.config.lr, seed=ctx.config.seed
-        )
-        if builtin
-        else ctx.fit
-    )
-    fit_name = "moola.train.trainer:fit_tensors (built-in)" if builtin else (ctx.fit_spec or repr(ctx.fit))
+    fit, fit_name = context_fit(ctx)
     frozen = declared_frozen(fit, [n for n, p in model.named_parameters() if p.requires_grad], fit_name)
     epochs = int(ctx.thresholds.sanity_epochs)
     limit = float(ctx.thresholds.fit_time_limit_s)

@@ -186,7 +186,6 @@ def test_wilson_interval_known_values():
 
 def _st(train_acc, test_acc, y_train, y_test, pred_test):
     return SimpleNamespace(
-        error=None,
         train_acc=train_acc,
         test_acc=test_acc,
         n_train=len(y_train),

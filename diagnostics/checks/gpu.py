@@ -13,7 +13,6 @@ utilization while training, in NVML's sense. Without a usable GPU everything SKI
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import time
@@ -340,22 +339,18 @@ def training_burst(
     ctx: DiagContext, device: Any, cuda: Any, sampler: UtilizationSampler | None
 ) -> BurstResult:
     """Train the checks' model for ~gpu_burst_steps steps on ``device`` with the user's fit (or the built-in)."""
-    import numpy as np
-    import torch
 
     from diagnostics.instrument import Instrument
     from diagnostics.physics import training_memory_bytes
-    from diagnostics.training import fresh_model, model_features
-    from moola.train.trainer import fit_tensors
+    from diagnostics.training import context_fit, fresh_model, model_features, rows_as_tensors
 
     _, feats = model_features(ctx)
-    X = torch.from_numpy(np.ascontiguousarray(feats[ctx.train_idx], dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(ctx.dataset.y[ctx.train_idx], dtype=np.int64))
+    X, y = rows_as_tensors(ctx, feats, ctx.train_idx)
     n_features = int(X.shape[2])
     model = fresh_model(ctx, n_features, X_train=X)
     cfg, th = ctx.config, ctx.thresholds
     epochs = burst_epochs(len(X), cfg.batch_size, th.gpu_burst_steps, th.gpu_burst_max_epochs)
-    fit = ctx.fit or functools.partial(fit_tensors, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    fit, _ = context_fit(ctx)
 
     workspace = library_warmup(device, cuda)
     baseline = int(cuda.memory_allocated())
