@@ -39,8 +39,9 @@ CHECK_HELP = {
     "class balance, pointers, duplicate windows.",
     "leakage": "Train/test leakage: identical and near-duplicate windows across the split, overlapping "
     "bars, and its symptoms after a short training run.",
-    "sanity": "Short training run: the model learns, beats the majority class, and each epoch takes a time "
-    "consistent with the machine's measured speed.",
+    "sanity": "Instrumented training run (your --fit or the built-in trainer): the model learns; gradients are "
+    "cleared per step; logits, not probabilities, reach the loss; windows train toward their own labels; no "
+    "divergence; weights change only in step(); every window is seen; epoch time fits the machine's speed.",
     "gpu": "GPU use during a short training burst: device, memory vs the analytic footprint, "
     "utilization, and whether parameters and batches are on the GPU (SKIP without a GPU).",
 }
@@ -73,7 +74,9 @@ SplitOpt = Annotated[
     str | None,
     typer.Option(
         "--split",
-        help="How to split --data or the default set: random | temporal | purged. Default: random.",
+        help="How to split --data or the default set: random | temporal | purged. Default: purged when the "
+        "file has bar_start, else the last 20% of rows with --time-order row, else random (with a WARN); "
+        "the embedded set: random.",
         metavar="KIND",
     ),
 ]
