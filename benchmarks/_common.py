@@ -5,11 +5,25 @@ The benchmarks measure the *installed* moola (the commit asv built, or the curre
 counter (diagnostics/gate/worker.py) -- are loaded by file from THIS checkout, so every commit in a range
 is measured with the same ruler. A commit that predates a needed moola API raises NotImplementedError,
 which asv records as "skipped" rather than failed.
+
+These modules are the ONE definition of every benchmark: asv runs them, the pytest-benchmark collector
+(benchmarks/pytest_bench/) parametrizes over them, and the gate's worker discovers them in each revision.
+Environment knobs (read when a benchmark is set up):
+
+``MOOLA_BENCH_DEVICE``   cpu (default) or cuda; GPU-only benchmarks skip (NotImplementedError) on cpu
+``MOOLA_BENCH_WINDOWS``  first N windows of the embedded set for the training/forward benchmarks (0: all 174)
+``MOOLA_BENCH_LOAD_WINDOWS``  windows in the loading benchmark's file (default 20,000)
+
+Gate attributes (on a benchmark method or its class; asv ignores them): ``gate_factor`` (timing ratio
+that counts as a regression, default 1.10), ``gate_tolerance`` (a counter's relative tolerance; default
+0.01 for unit "bytes", else 0: exact), ``gate_higher_is_better`` (a counter whose drop regresses),
+``gate = False`` on a method (a reference baseline, not product code: listed, not gated).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,10 +31,53 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ["jade_compact", "enhanced_simple_lstm", "jade"]
-BATCH = 16  # TrainConfig's default batch size (what fit_tensors uses)
 THREADS = 1  # single-threaded: the numbers track the code, not the scheduler on a shared 2-core box
 SHORT_TRAINING_EPOCHS = 8
 SEED = 0
+
+
+def bench_device() -> str:
+    """The device every benchmark runs on: ``MOOLA_BENCH_DEVICE`` (cpu by default)."""
+    name = os.environ.get("MOOLA_BENCH_DEVICE", "cpu").strip() or "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"MOOLA_BENCH_DEVICE must be cpu or cuda, got {name!r}")
+    return name
+
+
+def require_device(name: str) -> str:
+    """``name`` if usable here, else NotImplementedError (asv: skipped)."""
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise NotImplementedError("no CUDA device")
+    return name
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def batch_size() -> int:
+    """The trainer's batch size, from the measured revision's own TrainConfig (what fit_tensors uses)."""
+    return int(require("moola.config:TrainConfig")().batch_size)
+
+
+def sync(dev: str) -> None:
+    """Wait for queued GPU work so a timing covers it (no-op on CPU)."""
+    if dev == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def registered_models() -> list[str]:
@@ -46,11 +103,6 @@ def _load_file(name: str, relpath: str) -> ModuleType:
     return module
 
 
-def gate_worker() -> ModuleType:
-    """diagnostics/gate/worker.py: ``AllocCounter``, ``flops_per_epoch`` (the gate's rulers)."""
-    return _load_file("moola_bench_gate_worker", "diagnostics/gate/worker.py")
-
-
 def physics() -> ModuleType:
     return _load_file("moola_gate_physics", "diagnostics/physics.py")
 
@@ -68,7 +120,7 @@ def require(what: str) -> Any:
 class Prepared:
     """The embedded default dataset in ``model``'s feature set, as tensors, plus a seeded fresh model."""
 
-    def __init__(self, model: str, device: str = "cpu"):
+    def __init__(self, model: str, device: str | None = None):
         import numpy as np
         import torch
 
@@ -81,8 +133,11 @@ class Prepared:
         if model not in registered_models():
             raise NotImplementedError(f"model {model!r} is not registered in this revision")
         self.name = model
-        self.device = device
+        self.device = device = require_device(device or bench_device())
         self.ds = default_dataset()
+        n_windows = env_int("MOOLA_BENCH_WINDOWS", 0)
+        if n_windows:
+            self.ds = self.ds.subset(np.arange(min(n_windows, len(self.ds))))
         X = transform(self.ds.X, get_spec(model).feature_set)
         self.X = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=device)
         self.y = torch.as_tensor(np.asarray(self.ds.y, dtype=np.int64), device=device)
@@ -96,3 +151,17 @@ class Prepared:
 
     def epoch(self, model: Any) -> None:
         self.fit_tensors(model, self.X, self.y, 1, self.device, seed=SEED)
+
+    def flops_per_epoch(self, model: Any) -> int:
+        """Analytic training FLOPs of one epoch: full batches plus the ragged last one."""
+        count_flops = getattr(physics(), "count_flops", None)
+        if count_flops is None:
+            raise NotImplementedError("diagnostics/physics.py has no count_flops")
+        batch = batch_size()
+
+        def step(b: int) -> int:
+            c = count_flops(model, b, self.T, n_features=self.F)
+            return int(getattr(c, "training_step", c))
+
+        full, rest = divmod(self.n, batch)
+        return full * step(batch) + (step(rest) if rest else 0)

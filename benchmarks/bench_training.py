@@ -1,12 +1,12 @@
-"""Training-side benchmarks, one set per registered model (asv ``params``).
+"""Training-side benchmarks, one set per registered model (asv ``params``), on ``MOOLA_BENCH_DEVICE``.
 
-time_    one training epoch on the embedded default set (174 windows, batch 16, 1 thread) and one
-         forward pass of a batch of 16 in eval mode
-peakmem_ one training epoch (asv: peak RSS of the benchmark process, torch import included)
-track_   parameters; analytic training FLOPs per epoch; bytes of tensor storage allocated per epoch
-         (every aten op's fresh outputs, counted under a TorchDispatchMode: deterministic on CPU);
-         validation accuracy after a fixed seeded 8-epoch training; GPU peak allocated bytes per epoch
-         (skipped, via NotImplementedError, without CUDA)
+time_    one training epoch on the embedded default set (174 windows, the trainer's batch size, 1
+         thread) and one eval-mode forward pass of one batch
+peakmem_ one training epoch (asv: peak RSS of the benchmark process; the gate: peak RSS during the
+         call, a statistical measure)
+track_   parameters; analytic training FLOPs per epoch; tensor bytes allocated per epoch and peak live
+         tensor bytes during an epoch (benchmarks/_memory.py: exact on CPU); validation accuracy after
+         a fixed seeded 8-epoch training; GPU peak allocated bytes per epoch (skipped without CUDA)
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from __future__ import annotations
 from typing import ClassVar
 
 from benchmarks._common import (
-    BATCH,
     SEED,
     SHORT_TRAINING_EPOCHS,
     Prepared,
-    gate_worker,
-    physics,
+    batch_size,
     registered_models,
     require,
+    require_device,
+    sync,
 )
+from benchmarks._memory import tensor_memory
 
 MODELS = registered_models()
 
@@ -49,6 +50,8 @@ class TrainEpoch:
 
 
 class Forward:
+    """Inference: one eval-mode forward pass of one training batch under no_grad."""
+
     params: ClassVar[list[list[str]]] = [MODELS]
     param_names: ClassVar[list[str]] = ["model"]
 
@@ -57,7 +60,7 @@ class Forward:
 
         self.p = Prepared(model)
         self.model = self.p.model().eval()
-        self.batch = self.p.X[:BATCH].contiguous()
+        self.batch = self.p.X[: batch_size()].contiguous()
         self.no_grad = torch.no_grad
         with self.no_grad():
             self.model(self.batch)
@@ -65,6 +68,7 @@ class Forward:
     def time_forward_batch(self, model: str) -> None:
         with self.no_grad():
             self.model(self.batch)
+        sync(self.p.device)
 
 
 class Counters:
@@ -76,6 +80,14 @@ class Counters:
 
     def setup(self, model: str) -> None:
         self.p = Prepared(model)
+        self._epoch_memory = None
+
+    def _memory(self) -> object:
+        # One measured epoch feeds both byte counters (a fresh seeded model, so it is the same epoch).
+        if self._epoch_memory is None:
+            m = self.p.model()
+            self._epoch_memory = tensor_memory(lambda: self.p.epoch(m))
+        return self._epoch_memory
 
     def track_parameters(self, model: str) -> int:
         return int(sum(t.numel() for t in self.p.model().parameters()))
@@ -83,21 +95,21 @@ class Counters:
     track_parameters.unit = "parameters"  # type: ignore[attr-defined]
 
     def track_flops_per_epoch(self, model: str) -> int:
-        flops = gate_worker().flops_per_epoch(physics(), self.p.model(), self.p.n, BATCH, self.p.T, self.p.F)
-        if flops is None:
-            raise NotImplementedError("diagnostics/physics.py has no count_flops")
-        return int(flops)
+        return self.p.flops_per_epoch(self.p.model())
 
     track_flops_per_epoch.unit = "FLOP"  # type: ignore[attr-defined]
 
     def track_alloc_bytes_per_epoch(self, model: str) -> int:
-        m = self.p.model()
-        counter = gate_worker().AllocCounter()
-        with counter:
-            self.p.epoch(m)
-        return int(counter.bytes)
+        """Bytes of tensor storage the epoch's aten ops created (forward, backward, optimizer)."""
+        return int(self._memory().allocated)  # type: ignore[attr-defined]
 
     track_alloc_bytes_per_epoch.unit = "bytes"  # type: ignore[attr-defined]
+
+    def track_peak_live_bytes_epoch(self, model: str) -> int:
+        """Most bytes of the epoch's tensor storages alive at once (graphs kept alive show here)."""
+        return int(self._memory().peak_live)  # type: ignore[attr-defined]
+
+    track_peak_live_bytes_epoch.unit = "bytes"  # type: ignore[attr-defined]
 
     def track_val_accuracy(self, model: str) -> float:
         """Validation accuracy after SHORT_TRAINING_EPOCHS seeded epochs on an 80/20 random split."""
@@ -112,7 +124,7 @@ class Counters:
         config = TrainConfig(
             model=model,
             n_epochs=SHORT_TRAINING_EPOCHS,
-            device="cpu",
+            device=self.p.device,
             seed=SEED,
             early_stopping_patience=0,
         )
@@ -120,6 +132,7 @@ class Counters:
         return float(result.history[-1]["val_acc"])
 
     track_val_accuracy.unit = "accuracy"  # type: ignore[attr-defined]
+    track_val_accuracy.gate_higher_is_better = True  # type: ignore[attr-defined]
 
 
 class Gpu:
@@ -127,11 +140,7 @@ class Gpu:
     param_names: ClassVar[list[str]] = ["model"]
 
     def setup(self, model: str) -> None:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise NotImplementedError("no CUDA device")  # asv: skipped
-        self.p = Prepared(model, device="cuda")
+        self.p = Prepared(model, device=require_device("cuda"))
 
     def track_gpu_peak_alloc_bytes_epoch(self, model: str) -> int:
         import torch

@@ -938,14 +938,7 @@ def inner_burst(device: str = "cuda", steps: int = BURST_STEPS, interval_s: floa
     the CUDA context measured as NVML device memory before vs after this process creates it."""
     import torch
 
-    from diagnostics.checks.gpu import (
-        NvmlMemory,
-        memory_verdict,
-        nvml_index,
-        placement_verdict,
-        training_burst,
-        utilization_verdict,
-    )
+    from diagnostics.checks.gpu import NvmlMemory, burst_verdicts, nvml_index, training_burst
     from diagnostics.context import DiagContext, Thresholds
     from diagnostics.nvml import NvmlProbe, UtilizationSampler
     from moola.data.splits import make_split
@@ -990,21 +983,7 @@ def inner_burst(device: str = "cuda", steps: int = BURST_STEPS, interval_s: floa
         device_with_context=data["nvml_with_context"],
         device_after_burst=used(),
     )
-    verdicts = [
-        placement_verdict(result.param_devices, result.input_devices, result.n_forward, result.fit_error),
-        memory_verdict(
-            result.peak_allocated,
-            result.expected_bytes,
-            result.data_bytes,
-            result.expected_detail,
-            baseline_bytes=result.baseline_allocated,
-            workspace_bytes=result.workspace_bytes,
-            reserved_bytes=result.reserved,
-            nvml=nv,
-            thresholds=th,
-        ),
-        utilization_verdict(result.sampler, result.seconds, result.n_forward, th),
-    ]
+    verdicts = burst_verdicts(result, nv, th)
     samples = result.sampler.samples
     every = max(1, len(samples) // 20)
     data.update(

@@ -1,20 +1,30 @@
 """End-to-end gate runs on a throwaway git repo (a snapshot of this working tree plus a modified head).
 
-Kept small (48 windows, 3 rounds of 1 epoch) so all of them fit the test budget; the power and
-false-alarm measurements with full-size rounds live in ``python -m diagnostics.gate.sensitivity``.
+Each test is one realistic pull request, gated over the benchmarks it should move (``--bench``), at
+the smallest sizes that still discriminate: 48 training windows, a 2,000-window loading file, a few
+interleaved rounds (the Wilcoxon p-value of n rounds all pointing one way is 2^-n, so 6 rounds suffice
+for one timed benchmark at alpha 0.05; 8 leave room for one noisy round). Counter regressions are exact, so they need no rounds at all.
+Power and false alarms at full size: ``python -m diagnostics.gate.sensitivity`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from diagnostics.gate import run
-from diagnostics.gate.sensitivity import commit_variant, patch_double_hidden, snapshot_repo
+from diagnostics.gate.sensitivity import commit_variant, patch_double_hidden, patch_slow_call, snapshot_repo
+from moola.errors import MoolaError
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"rounds": 3, "epochs_per_round": 1, "n_windows": 48, "burn_in": 0}
+SMALL_ENV = {"*": {"MOOLA_BENCH_WINDOWS": "48", "MOOLA_BENCH_LOAD_WINDOWS": "2000"}}
+SMALL = {"rounds": 8, "burn_in": 1, "worker_env": SMALL_ENV, "min_sample_s": 0.02}
+EPOCH = r"TrainEpoch\.time_epoch\(jade_compact\)"
+MEMORY = r"Counters\.track_(alloc_bytes_per|peak_live_bytes)_epoch\(jade_compact\)"
 
 
 @pytest.fixture(scope="module")
@@ -23,44 +33,204 @@ def trial_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return repo, snapshot_repo(REPO, repo)
 
 
-def _crash_patch(repo: Path) -> None:
-    path = repo / "moola" / "train" / "trainer.py"
-    path.write_text(
-        path.read_text() + "\n\ndef fit_tensors(*args, **kwargs):\n    raise RuntimeError('boom')\n"
-    )
+def _edit(relpath: str, pattern: str, replace: Callable[[re.Match[str]], str]) -> Callable[[Path], None]:
+    """A patch that rewrites the one line matching ``pattern`` (fails loudly if the code changed shape)."""
+
+    def patch(repo: Path) -> None:
+        path = repo / relpath
+        text = path.read_text()
+        rx = re.compile(pattern, re.M)
+        assert len(rx.findall(text)) == 1, f"{relpath}: {pattern!r} changed shape"
+        path.write_text(rx.sub(replace, text))
+
+    return patch
 
 
-def test_gate_flags_a_doubled_hidden_size(trial_repo: tuple[Path, str], tmp_path: Path) -> None:
+def _variant(trial_repo: tuple[Path, str], name: str, patch: Callable[[Path], None]) -> str:
     repo, base = trial_repo
-    head = commit_variant(repo, base, "hidden", patch_double_hidden(), "jade_compact hidden x2")
+    return commit_variant(repo, base, name, patch, name)
+
+
+# Every benchmark family, without the slowest calls (8-epoch accuracy, the per-row baseline, peak RSS).
+DOCSTRING_SUITE = (
+    r"(TrainEpoch\.time_epoch|Forward\.time_forward_batch|Counters\.track_(parameters|flops|alloc|peak)\w*)"
+    r"\(jade_compact\)|LoadWindows\.(time_load_windows_20k|track_load)"
+)
+LOSS_LINE = r"^(?P<i>[ \t]+)loss, logits, _ = _loss\(.*\n"
+STEP_LOOP = r"^(?P<i>[ \t]+)for step, start in enumerate\(range\(0, n, batch_size\), 1\):\n"
+TRAINER = "moola/train/trainer.py"
+
+
+def test_extra_no_grad_forward_per_batch_is_a_timing_regression(trial_repo: tuple[Path, str]) -> None:
+    head = _variant(
+        trial_repo,
+        "extra-forward",
+        _edit(TRAINER, LOSS_LINE, lambda m: f"{m[0]}{m['i']}with torch.no_grad():\n{m['i']}    model(xb)\n"),
+    )
+    report = run(trial_repo[1], head, bench=EPOCH, repo=trial_repo[0], **SMALL)
+    assert report.exit_code == 1, report.all_errors()
+    (timing,) = report.timings
+    assert timing.verdict == "regression" and timing.ratio > 1.1
+    assert "time_epoch(jade_compact)" in report.regressions[0]
+
+
+def test_a_docstring_edit_passes_the_suite(trial_repo: tuple[Path, str], tmp_path: Path) -> None:
+    repo = trial_repo[0]
+    head = _variant(
+        trial_repo,
+        "docstring",
+        _edit(
+            TRAINER, r"^(?P<i>[ \t]+)\"\"\"The ``--fit MODULE:FUNC`` plug-in protocol", lambda m: m[0] + ","
+        ),
+    )
     md = tmp_path / "gate.md"
-    report = run(base, head, repo=repo, markdown=md, **SMALL)
+    report = run(
+        trial_repo[1],
+        head,
+        bench=DOCSTRING_SUITE,
+        repo=repo,
+        markdown=md,
+        **{**SMALL, "rounds": 8},
+    )
+    assert report.exit_code == 0, report.all_errors() + report.regressions
+    assert report.counters and all(c.verdict == "unchanged" for c in report.counters)
+    assert {t.name.split(".")[1] for t in report.timings} == {"TrainEpoch", "Forward", "LoadWindows"}
+    assert all(t.m_tests == len(report.timings) for t in report.timings)  # Holm over all of them
+    assert md.read_text().startswith("## ✅ moola benchmark gate: no performance regression")
+
+
+def test_per_row_load_windows_is_a_loading_regression(trial_repo: tuple[Path, str]) -> None:
+    def per_row(repo: Path) -> None:
+        path = repo / "moola" / "data" / "loader.py"
+        path.write_text(
+            path.read_text() + "\n\nload_windows = load_windows_naive  # back to one window at a time\n"
+        )
+
+    head = _variant(trial_repo, "per-row-loader", per_row)
+    report = run(
+        trial_repo[1],
+        head,
+        bench=r"LoadWindows\.(time_load_windows_20k|track_load_peak)",
+        repo=trial_repo[0],
+        **SMALL,
+    )
     assert report.exit_code == 1, report.all_errors()
     named = " ".join(report.regressions)
-    for counter in (
-        "parameters[jade_compact]",
-        "flops_per_epoch[jade_compact]",
-        "alloc_bytes_per_epoch[jade_compact]",
-    ):
-        assert counter in named
-    assert report.meta["head"]["moola_path"] != report.meta["base"]["moola_path"]
-    assert "performance regression" in md.read_text() and "parameters[jade_compact]" in md.read_text()
+    assert "time_load_windows_20k" in named and report.timings[0].ratio > 3
+    assert "track_load_peak_traced_bytes" in named  # the per-row objects show in memory too
 
 
-def test_gate_passes_identical_revisions(trial_repo: tuple[Path, str]) -> None:
-    repo, base = trial_repo
-    report = run(base, base, repo=repo, **SMALL)
-    assert report.exit_code == 0, report.all_errors() + report.regressions
-    assert all(c.verdict == "unchanged" for c in report.counters) and len(report.counters) == 3
-    assert len(report.samples["base"]) == len(report.samples["head"]) == SMALL["rounds"]
+def test_keeping_every_loss_graph_alive_is_a_peak_memory_regression(trial_repo: tuple[Path, str]) -> None:
+    def keep_losses(repo: Path) -> None:
+        # retain_graph=True (say, to debug "backward through the graph a second time") plus a list of the
+        # losses for epoch-end logging: every batch's saved activations stay alive until the epoch ends.
+        _edit(TRAINER, STEP_LOOP, lambda m: f"{m['i']}_kept = []\n{m[0]}")(repo)
+        _edit(
+            TRAINER,
+            r"^(?P<i>[ \t]+)loss\.backward\(\)\n",
+            lambda m: f"{m['i']}loss.backward(retain_graph=True)\n{m['i']}_kept.append(loss)\n",
+        )(repo)
+
+    head = _variant(trial_repo, "keep-losses", keep_losses)
+    report = run(trial_repo[1], head, bench=MEMORY, repo=trial_repo[0], **SMALL)
+    assert report.exit_code == 1, report.all_errors()
+    by_kind = {c.name.split(".")[-1].split("(")[0]: c for c in report.counters}
+    assert by_kind["track_peak_live_bytes_epoch"].verdict == "regression"
+    assert by_kind["track_peak_live_bytes_epoch"].change > 0.5
+    assert by_kind["track_alloc_bytes_per_epoch"].verdict == "unchanged"  # same ops, same bytes
+    assert by_kind["track_alloc_bytes_per_epoch"].head == by_kind["track_alloc_bytes_per_epoch"].base
+    assert not report.timings  # counters only: no timed rounds were needed
 
 
-def test_gate_fails_closed_when_the_benchmark_crashes(trial_repo: tuple[Path, str]) -> None:
-    repo, base = trial_repo
-    head = commit_variant(repo, base, "crash", _crash_patch, "training crashes")
-    report = run(base, head, repo=repo, **SMALL)
+def test_one_extra_small_tensor_per_epoch_is_within_tolerance(trial_repo: tuple[Path, str]) -> None:
+    head = _variant(
+        trial_repo,
+        "tiny-tensor",
+        _edit(TRAINER, STEP_LOOP, lambda m: f"{m['i']}_marker = torch.zeros(4)\n{m[0]}"),
+    )
+    report = run(trial_repo[1], head, bench=MEMORY, repo=trial_repo[0], **SMALL)
+    assert report.exit_code == 0, report.regressions + report.all_errors()
+    alloc = next(c for c in report.counters if "alloc" in c.name)
+    assert alloc.head - alloc.base == 16 and alloc.verdict == "unchanged" and alloc.tolerance == 0.01
+
+
+def test_slower_inference_path_is_a_forward_regression(trial_repo: tuple[Path, str]) -> None:
+    head = _variant(
+        trial_repo, "slow-forward", patch_slow_call("moola/models/lstm.py", "LSTMClassifier.forward", 0.5)
+    )
+    report = run(
+        trial_repo[1], head, bench=r"Forward\.time_forward_batch\(jade_compact\)", repo=trial_repo[0], **SMALL
+    )
+    assert report.exit_code == 1, report.all_errors()
+    assert report.timings[0].verdict == "regression" and report.timings[0].ratio > 1.2
+
+
+def test_intended_counter_change_is_accepted_from_the_heads_file(trial_repo: tuple[Path, str]) -> None:
+    name = "bench_training.Counters.track_parameters(jade_compact)"
+
+    def wider_and_accepted(repo: Path) -> None:
+        patch_double_hidden()(repo)
+        (repo / "benchmarks" / "accepted.json").write_text(
+            f'{{"accepted": [{{"benchmark": "{name}", "value": 177796, "reason": "twice the hidden size"}}]}}\n'
+        )
+        subprocess.run(["git", "-C", str(repo), "add", "benchmarks/accepted.json"], check=True)
+
+    head = _variant(trial_repo, "wider", wider_and_accepted)
+    report = run(
+        trial_repo[1],
+        head,
+        bench=r"Counters\.track_(parameters|flops).*\(jade_compact\)",
+        repo=trial_repo[0],
+        **SMALL,
+    )
+    verdicts = {c.name: c.verdict for c in report.counters}
+    assert verdicts[name] == "accepted", [(c.name, c.head) for c in report.counters]
+    assert report.exit_code == 1  # the FLOPs were not accepted
+    assert "twice the hidden size" in report.to_markdown()
+    assert report.regressions == [r for r in report.regressions if "flops" in r]
+
+
+def test_crashing_benchmark_is_named_with_its_revision(trial_repo: tuple[Path, str]) -> None:
+    def crash(repo: Path) -> None:
+        path = repo / TRAINER
+        path.write_text(
+            path.read_text() + "\n\ndef fit_tensors(*args, **kwargs):\n    raise RuntimeError('boom')\n"
+        )
+
+    head = _variant(trial_repo, "crash", crash)
+    report = run(trial_repo[1], head, bench=EPOCH, repo=trial_repo[0], **SMALL)
     assert report.exit_code == 2
-    assert any("head worker failed" in e and "boom" in e for e in report.errors)
+    (err,) = report.errors
+    assert "TrainEpoch.time_epoch(jade_compact) crashed on head" in err and head[:10] in err and "boom" in err
+    assert "\n" not in err
+
+
+def test_bench_selecting_nothing_is_a_one_line_error(trial_repo: tuple[Path, str]) -> None:
+    repo, base = trial_repo
+    with pytest.raises(MoolaError, match="selects no benchmark"):
+        run(base, base, bench="no-such-benchmark", repo=repo, **SMALL)
+
+
+def test_bisect_names_the_first_regressing_commit(trial_repo: tuple[Path, str]) -> None:
+    from diagnostics.gate.bisect import run as bisect
+
+    repo, base = trial_repo
+    touch = _edit(TRAINER, r"^(?P<i>[ \t]+)\"\"\"The one training loop", lambda m: m[0] + " ")
+    c1 = commit_variant(repo, base, "b1", touch, "harmless 1")
+    c2 = commit_variant(
+        repo, c1, "b2", patch_slow_call("moola/models/lstm.py", "LSTMClassifier.forward", 0.6), "slow"
+    )
+    c3 = commit_variant(
+        repo,
+        c2,
+        "b3",
+        _edit(TRAINER, r"^(?P<i>[ \t]+)\"\"\"The one training loop", lambda m: m[0] + "x"),
+        "harmless 2",
+    )
+    result = bisect(base, c3, repo=repo, bench=r"Forward\.time_forward_batch\(jade_compact\)", **SMALL)
+    assert result.first_bad == c2 and result.exit_code == 1, result.probes
+    assert result.report is not None and result.report.timings[0].verdict == "regression"
+    assert len(result.probes) <= 3
 
 
 def test_an_interrupted_gate_stops_its_workers_and_keeps_the_previous_report(
@@ -82,7 +252,7 @@ def test_an_interrupted_gate_stops_its_workers_and_keeps_the_previous_report(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(base, base, repo=repo, markdown=md, progress=interrupt_mid_run, **SMALL)
+        run(base, base, bench=EPOCH, repo=repo, markdown=md, progress=interrupt_mid_run, **SMALL)
     assert len(started) == 2 and all(w.proc.poll() is not None for w in started)  # none left running
     assert md.read_text() == "previous gate report\n"
     assert list(tmp_path.iterdir()) == [md]  # no half-written report beside it

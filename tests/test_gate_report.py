@@ -39,13 +39,19 @@ def test_clean_report_passes() -> None:
 def test_counter_increase_fails_and_is_named() -> None:
     report = _report(head_params=101)
     assert report.exit_code == 1
-    assert report.regressions == ["parameters: 100 -> 101 (+1.0%)"]
-    assert "parameters: 100 -> 101" in report.to_markdown()
+    assert report.regressions == ["parameters: 100 -> 101 (+1.00%)"]
+    md = report.to_markdown()
+    assert "parameters: 100 -> 101" in md
+    # regressions come first, the unchanged rest is folded
+    assert md.index("### Regressions") < md.index("<details>") < md.index("| flops |")
 
 
 def test_fail_closed_on_errors_missing_counters_and_missing_timings() -> None:
     assert _report(errors=("head worker failed: boom",)).exit_code == 2
-    assert _report(timings=False).exit_code == 2
+    assert _report(timings=False).exit_code == 0  # counters alone are a comparison (--bench Counters)
+    nothing = _report(timings=False)
+    nothing.counters = []
+    assert nothing.exit_code == 2 and "no benchmark was compared" in nothing.all_errors()
     missing = _report()
     missing.counters = compare_counters({"parameters": 100}, {})
     assert missing.exit_code == 2
@@ -99,3 +105,66 @@ def test_cli_module_does_not_import_torch() -> None:
     code = "import sys, diagnostics.gate.cli, diagnostics.gate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+def test_markdown_shows_units_accepted_changes_and_notes() -> None:
+    from diagnostics.gate.stats import CounterSpec
+
+    report = _report()
+    report.counters = compare_counters(
+        {"peak": 100_000, "params": 10},
+        {"peak": 200_000, "params": 12},
+        {"peak": CounterSpec(0.01, unit="bytes"), "params": CounterSpec(unit="parameters")},
+        {"params": (12.0, "two more on purpose")},
+    )
+    report.definitions_differ = ["train 4 epoch(s) [jade_compact]"]
+    md = report.to_markdown()
+    assert report.exit_code == 1 and md.splitlines()[0].startswith("## ❌")
+    assert "| peak | 100,000 B | 200,000 B |" in md and "10 parameters" in md
+    assert "accepted (two more on purpose)" in md and "own (different) definition" in md
+    assert " ms |" in md  # timings carry their unit
+
+
+def test_bench_that_selects_nothing_and_a_bad_regex_are_moola_errors() -> None:
+    with pytest.raises(MoolaError, match="not a regular expression"):
+        run("HEAD", "HEAD", bench="(", repo=REPO)
+
+
+def test_malformed_acceptance_entries_are_one_line_errors(tmp_path: Path) -> None:
+    from diagnostics.gate.core import load_accepted
+
+    path = tmp_path / "accepted.json"
+    assert load_accepted(path) == {}
+    path.write_text('{"accepted": [{"benchmark": "b", "value": 3, "reason": "why"}]}')
+    assert load_accepted(path) == {"b": (3.0, "why")}
+    for text, match in (
+        ("{", "not valid JSON"),
+        ('{"accepted": {}}', "top level"),
+        ('{"accepted": [{"benchmark": "b", "value": "3", "reason": "why"}]}', "entry 0 .b.: 'value'"),
+        ('{"accepted": [{"benchmark": "b", "value": 3}]}', "'reason'"),
+        ('{"accepted": [{"benchmark": "b", "value": 3, "reason": "x", "when": 1}]}', "unknown key"),
+    ):
+        path.write_text(text)
+        with pytest.raises(MoolaError, match=match) as err:
+            load_accepted(path)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bisect", "--good", "HEAD"], "needs --good REV and --bad REV"),
+        (["bisect", "--good", "does-not-exist-123", "--bad", "HEAD"], "does-not-exist-123"),
+        (["frobnicate", "--base", "HEAD"], "unknown gate action"),
+        ([], "needs --base"),
+    ],
+)
+def test_cli_bisect_and_missing_options_are_one_line_errors(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from diagnostics.gate.__main__ import app
+
+    result = CliRunner().invoke(app, [*args, "--repo", str(REPO)])
+    assert result.exit_code == 2
+    out = (result.stderr if hasattr(result, "stderr") else result.output).strip()
+    assert out.count("\n") == 0 and message in out

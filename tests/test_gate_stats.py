@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 
 from diagnostics.gate.stats import (
+    CounterSpec,
     _signed_rank_distribution,
     _u_distribution,
-    bootstrap_paired_ratio_ci,
-    bootstrap_ratio_ci,
     compare_counters,
     compare_timings,
+    hodges_lehmann_ci,
     hodges_lehmann_ratio,
+    holm,
+    holm_adjust,
     mann_whitney_u,
+    paired_hodges_lehmann_ci,
     paired_hodges_lehmann_ratio,
     wilcoxon_signed_rank,
 )
@@ -71,14 +74,62 @@ def test_ties_use_the_normal_approximation() -> None:
     assert mann_whitney_u([2.0] * 5, [2.0] * 5).p_value == 1.0
 
 
-def test_hodges_lehmann_and_bootstrap_recover_a_known_ratio() -> None:
+def test_hodges_lehmann_and_its_ci_recover_a_known_ratio() -> None:
     rng = np.random.default_rng(0)
     base = rng.lognormal(np.log(0.4), 0.03, 30)
     head = 1.25 * rng.lognormal(np.log(0.4), 0.03, 30)
-    assert hodges_lehmann_ratio(base, head) == pytest.approx(1.25, rel=0.03)
-    lo, hi = bootstrap_ratio_ci(base, head)
-    assert lo < 1.25 < hi and hi - lo < 0.1
-    assert bootstrap_ratio_ci(base, head) == (lo, hi)  # seeded: reproducible
+    ratio = hodges_lehmann_ratio(base, head)
+    assert ratio == pytest.approx(1.25, rel=0.03)
+    lo, hi = hodges_lehmann_ci(base, head)
+    assert lo < ratio < hi and lo < 1.25 < hi and hi - lo < 0.1
+
+
+def _coverage(ci, n: int, trials: int = 400) -> float:
+    rng = np.random.default_rng(11)
+    hits = 0
+    for _ in range(trials):
+        base = rng.lognormal(0.0, 0.1, n)
+        head = (
+            1.2 * rng.lognormal(0.0, 0.1, n)
+            if ci is hodges_lehmann_ci
+            else 1.2 * base * rng.lognormal(0, 0.1, n)
+        )
+        lo, hi = ci(base, head)
+        hits += lo <= 1.2 <= hi
+    return hits / trials
+
+
+@pytest.mark.parametrize("ci", [paired_hodges_lehmann_ci, hodges_lehmann_ci])
+def test_hl_confidence_intervals_cover_the_true_ratio_95pct_of_the_time(ci) -> None:
+    # Distribution-free: coverage >= 95% (exact order statistics are conservative by a few %).
+    assert 0.93 <= _coverage(ci, n=12) <= 0.995
+
+
+def test_paired_ci_is_the_order_statistics_of_the_walsh_averages() -> None:
+    r = np.array([0.05, 0.12, -0.02, 0.2, 0.08, 0.15, 0.1, 0.03, 0.18, 0.07])
+    base = np.ones(r.size)
+    head = np.exp(r)
+    walsh = np.sort([(r[i] + r[j]) / 2 for i in range(r.size) for j in range(i, r.size)])
+    # n = 10: P(W+ <= 8) = 0.0244 <= 0.025 < P(W+ <= 9): the 9th smallest and 9th largest of 55 averages.
+    lo, hi = paired_hodges_lehmann_ci(base, head)
+    assert np.log(lo) == pytest.approx(walsh[8]) and np.log(hi) == pytest.approx(walsh[-9])
+    assert lo < paired_hodges_lehmann_ratio(base, head) < hi
+    assert paired_hodges_lehmann_ci([1.0] * 4, [1.1] * 4) == (0.0, np.inf)  # too few rounds to bound it
+
+
+def test_holm_adjustment_and_family_wise_decision() -> None:
+    assert holm_adjust([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    # One clear regression among 20 benchmarks survives; a marginal p that would pass alone does not.
+    clear = compare_timings("slow", *_samples(1.3, seed=1), alpha=0.05)
+    marginal = compare_timings(
+        "edge", [0.30, 0.31, 0.30, 0.29, 0.30], [0.40, 0.41, 0.42, 0.40, 0.39], alpha=0.05
+    )
+    assert marginal.verdict == "regression"  # p = 1/32 < 0.05 alone
+    quiet = [compare_timings(f"b{i}", *_samples(1.0, seed=100 + i), alpha=0.05) for i in range(18)]
+    adjusted = {c.name: c for c in holm([clear, marginal, *quiet])}
+    assert adjusted["slow"].verdict == "regression" and adjusted["slow"].m_tests == 20
+    assert adjusted["edge"].verdict == "unchanged" and adjusted["edge"].p_slower_raw == pytest.approx(1 / 32)
+    assert all(adjusted[f"b{i}"].verdict == "unchanged" for i in range(18))
 
 
 def _brute_force_signed_rank_p(d: list[float]) -> float:
@@ -142,8 +193,8 @@ def test_pairing_sees_a_20pct_slowdown_through_heavy_load_drift() -> None:
     assert paired.ratio == pytest.approx(1.2, rel=0.05)
     assert unpaired.p_slower > paired.p_slower  # the drift swamps the unpaired test
     assert paired_hodges_lehmann_ratio(base, head) == paired.ratio
-    lo, hi = bootstrap_paired_ratio_ci(base, head)
-    assert lo < 1.2 < hi
+    assert (paired.ci_low, paired.ci_high) == paired_hodges_lehmann_ci(base, head)
+    assert paired.ci_low < 1.2 < paired.ci_high
 
 
 @pytest.mark.parametrize("paired", [True, False])
@@ -199,7 +250,30 @@ def test_counters_compare_exactly() -> None:
         "flops_per_epoch": "unchanged",
         "alloc_bytes_per_epoch": "improvement",
         "gone": "missing",
-        "new": "unchanged",
+        "new": "new",
     }
     params = next(c for c in compare_counters(base, head) if c.name == "parameters")
     assert params.change == pytest.approx(1 / 56_324)
+
+
+def test_counter_tolerance_direction_and_acceptance() -> None:
+    specs = {
+        "alloc": CounterSpec(tolerance=0.01, unit="bytes"),
+        "peak": CounterSpec(tolerance=0.01, unit="bytes"),
+        "params": CounterSpec(),
+        "acc": CounterSpec(higher_is_better=True),
+    }
+    base = {"alloc": 231_772_961, "peak": 18_127_348, "params": 56_324, "acc": 0.8}
+    head = {"alloc": 231_772_977, "peak": 30_000_000, "params": 112_708, "acc": 0.7}
+    verdicts = {c.name: c.verdict for c in compare_counters(base, head, specs)}
+    # +16 bytes of 231,772,961 is within 1%; +65% peak live bytes is not; accuracy dropping regresses.
+    assert verdicts == {
+        "alloc": "unchanged",
+        "peak": "regression",
+        "params": "regression",
+        "acc": "regression",
+    }
+    accepted = {"params": (112_708.0, "wider encoder"), "peak": (20_000_000.0, "stale value")}
+    by_name = {c.name: c for c in compare_counters(base, head, specs, accepted)}
+    assert by_name["params"].verdict == "accepted" and by_name["params"].accepted_reason == "wider encoder"
+    assert by_name["peak"].verdict == "regression"  # accepted a different value: still a regression

@@ -493,30 +493,37 @@ def gpu_check(
             device_after_burst=_used(probe, nv_idx),
             device_total=total,
         )
-        results.append(
-            placement_verdict(result.param_devices, result.input_devices, result.n_forward, result.fit_error)
-        )
-        results.append(
-            memory_verdict(
-                result.peak_allocated,
-                result.expected_bytes,
-                result.data_bytes,
-                result.expected_detail,
-                baseline_bytes=result.baseline_allocated,
-                workspace_bytes=result.workspace_bytes,
-                reserved_bytes=result.reserved,
-                nvml=nvml_memory,
-                thresholds=th,
-            )
-        )
-        if probe is None:
-            results.append(skip(CHECK, "utilization", f"NVML unavailable: {nvml_reason}"))
-        else:
-            results.append(utilization_verdict(result.sampler, result.seconds, result.n_forward, th))
+        results += burst_verdicts(result, nvml_memory, th, None if probe is not None else nvml_reason)
         return results
     finally:
         if probe is not None:
             probe.close()
+
+
+def burst_verdicts(
+    result: BurstResult, nvml: NvmlMemory, th: Thresholds, nvml_unavailable: str | None = None
+) -> list[CheckResult]:
+    """Placement, memory and utilization of one training burst (the check and the smoke run share them).
+
+    ``nvml_unavailable``: why NVML could not be read, which makes utilization a SKIP.
+    """
+    return [
+        placement_verdict(result.param_devices, result.input_devices, result.n_forward, result.fit_error),
+        memory_verdict(
+            result.peak_allocated,
+            result.expected_bytes,
+            result.data_bytes,
+            result.expected_detail,
+            baseline_bytes=result.baseline_allocated,
+            workspace_bytes=result.workspace_bytes,
+            reserved_bytes=result.reserved,
+            nvml=nvml,
+            thresholds=th,
+        ),
+        skip(CHECK, "utilization", f"NVML unavailable: {nvml_unavailable}")
+        if nvml_unavailable is not None
+        else utilization_verdict(result.sampler, result.seconds, result.n_forward, th),
+    ]
 
 
 @register("gpu")

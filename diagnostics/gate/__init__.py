@@ -1,7 +1,9 @@
 """Pre-merge benchmark gate: ``run(base, head)`` -> ``GateReport`` (exit 0 pass, 1 regression, 2 error).
 
-``run`` lives in :mod:`diagnostics.gate.core`, the statistics in :mod:`diagnostics.gate.stats`, the
-measurement subprocess in :mod:`diagnostics.gate.worker`, the typer command in :mod:`diagnostics.gate.cli`.
+``run`` lives in :mod:`diagnostics.gate.core`, ``gate bisect``'s ``run`` in :mod:`diagnostics.gate.bisect`,
+the statistics in :mod:`diagnostics.gate.stats`, the measurement subprocess (and the benchmark discovery
+shared with the pytest-benchmark driver) in :mod:`diagnostics.gate.worker`, the typer command in
+:mod:`diagnostics.gate.cli`, the power/false-alarm measurement in :mod:`diagnostics.gate.sensitivity`.
 Nothing here imports torch, and the names below load on first use so ``moola-diag --help`` (which imports
 the typer command) does not pay for numpy.
 """

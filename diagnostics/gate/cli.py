@@ -1,7 +1,9 @@
 """``moola-diag gate``: the pre-merge benchmark gate as a typer command (registered by diagnostics/cli.py).
 
 Importing this module is cheap (typer only); torch is loaded by the worker subprocesses, never here.
-Also runnable alone: ``python -m diagnostics.gate --base origin/main``.
+Also runnable alone: ``python -m diagnostics.gate --base origin/main``. ``gate bisect --good --bad``
+is the same command with the action argument (diagnostics/cli.py registers one command).
+A MoolaError ends the program once, in the root group/command of each app (moola.clitools).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ if TYPE_CHECKING:
 
 
 def print_report(report: GateReport, console: Console) -> None:
-    """The rich tables: one row per timing and per exact counter, then the verdict line."""
+    """The rich table: regressions first, then improvements/accepted, then the rest; the verdict line."""
     from rich.markup import escape
     from rich.table import Table
+
+    from diagnostics.gate.report import fmt_value
 
     t = Table(
         title=escape(f"benchmark gate: base {report.base.spec} vs head {report.head.spec}"),
@@ -32,52 +36,71 @@ def print_report(report: GateReport, console: Console) -> None:
         ("head", "right"),
         ("head/base", "right"),
         ("95% CI / change", "right"),
-        ("p (slower)", "right"),
+        ("p (Holm)", "right"),
         ("verdict", "left"),
     ):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
-    style = {"regression": "bold red", "improvement": "green", "unchanged": "", "missing": "bold yellow"}
+    style = {"regression": "bold red", "improvement": "green", "accepted": "cyan", "missing": "bold yellow"}
+    rank = {"regression": 0, "missing": 0, "improvement": 1, "accepted": 1}
+    rows: list[tuple[int, str, str, str, str, str, str, str]] = []
     for tm in report.timings:
-        t.add_row(
-            escape(tm.name),
-            f"{tm.base_median * 1e3:.1f} ms",
-            f"{tm.head_median * 1e3:.1f} ms",
-            f"{tm.ratio:.3f}",
-            f"{tm.ci_low:.3f}-{tm.ci_high:.3f}",
-            f"{tm.p_slower:.2g}",
-            f"[{style[tm.verdict]}]{tm.verdict}[/]" if style[tm.verdict] else tm.verdict,
+        rows.append(
+            (
+                rank.get(tm.verdict, 2),
+                tm.name,
+                fmt_value(tm.base_median, tm.unit),
+                fmt_value(tm.head_median, tm.unit),
+                f"{tm.ratio:.3f}",
+                f"{tm.ci_low:.3f}-{tm.ci_high:.3f}",
+                f"{tm.p_slower:.2g}",
+                tm.verdict,
+            )
         )
     for c in report.counters:
         ratio = "" if c.base in (None, 0) or c.head is None else f"{c.head / c.base:.3f}"
-        change = "" if c.change is None else f"{c.change:+.2%}"
-        t.add_row(
-            escape(c.name) + " (exact)",
-            "—" if c.base is None else f"{int(c.base):,}",
-            "—" if c.head is None else f"{int(c.head):,}",
-            ratio,
-            change,
-            "",
-            f"[{style[c.verdict]}]{c.verdict}[/]" if style[c.verdict] else c.verdict,
+        rows.append(
+            (
+                rank.get(c.verdict, 2),
+                c.name,
+                fmt_value(c.base, c.unit),
+                fmt_value(c.head, c.unit),
+                ratio,
+                "" if c.change is None else f"{c.change:+.3%}",
+                "",
+                c.verdict,
+            )
         )
+    for _, name, *cells, verdict in sorted(rows, key=lambda r: r[0]):
+        shown = f"[{style[verdict]}]{verdict}[/]" if verdict in style else verdict
+        t.add_row(escape(name), *cells, shown)
     if t.row_count:
         console.print(t)
+    for line in report.accepted:
+        console.print(f"[cyan]accepted:[/] {escape(line)}")
     for err in report.all_errors():
         console.print(f"[bold yellow]error:[/] {escape(err)}")
-    verdict = {
-        "pass": "[green]PASS[/]: no regression",
-        "regression": "[bold red]REGRESSION[/]: " + escape("; ".join(report.regressions)),
-        "error": "[bold yellow]ERROR[/]: could not measure, the gate fails closed (exit 2)",
-    }[report.status]
-    console.print(f"{verdict}  ({report.wall_s:.0f} s)")
+    colour = {"pass": "green", "regression": "bold red", "error": "bold yellow"}[report.status]
+    console.print(
+        f"[{colour}]{report.status.upper()}[/]: {escape(report.verdict_line())}  ({report.wall_s:.0f} s)"
+    )
 
 
 def gate_command(
+    action: Annotated[
+        str | None,
+        typer.Argument(
+            help="Leave out to compare --base with --head; 'bisect' to find the first regressing commit"
+            " between --good and --bad.",
+            metavar="[bisect]",
+            show_default=False,
+        ),
+    ] = None,
     base: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--base", help="Baseline git revision (branch, tag or sha), e.g. origin/main.", metavar="REV"
         ),
-    ],
+    ] = None,
     head: Annotated[
         str,
         typer.Option(
@@ -87,26 +110,43 @@ def gate_command(
             metavar="REV",
         ),
     ] = "HEAD",
+    good: Annotated[
+        str | None, typer.Option("--good", help="bisect: a revision without the regression.", metavar="REV")
+    ] = None,
+    bad: Annotated[
+        str | None, typer.Option("--bad", help="bisect: a later revision with it.", metavar="REV")
+    ] = None,
+    bench: Annotated[
+        str | None,
+        typer.Option(
+            "--bench",
+            help="Regular expression (re.search) selecting benchmarks by name, e.g. 'TrainEpoch|Load';"
+            " default: all of them.",
+            metavar="REGEX",
+        ),
+    ] = None,
     factor: Annotated[
-        float,
-        typer.Option("--factor", help="Slowdown (head/base) that counts as a regression when significant."),
-    ] = 1.10,
+        float | None,
+        typer.Option(
+            "--factor",
+            help="Override every benchmark's slowdown factor (head/base; default: each benchmark's"
+            " gate_factor, 1.10 unless it sets one).",
+        ),
+    ] = None,
     rounds: Annotated[
-        int, typer.Option("--rounds", help="Interleaved timed rounds per revision (after burn-in).", min=2)
+        int, typer.Option("--rounds", help="Interleaved samples per benchmark and revision.", min=2)
     ] = 15,
-    epochs_per_round: Annotated[
-        int, typer.Option("--epochs-per-round", help="jade_compact training epochs timed per round.", min=1)
-    ] = 4,
+    burn_in: Annotated[
+        int, typer.Option("--burn-in", help="Untimed samples per benchmark before the rounds.", min=0)
+    ] = 1,
     alpha: Annotated[
         float,
         typer.Option(
             "--alpha",
-            help="Significance level of the one-sided Wilcoxon signed-rank test on the paired rounds.",
+            help="Family-wise significance level over all timed benchmarks (one-sided paired Wilcoxon,"
+            " Holm-adjusted).",
         ),
-    ] = 0.01,
-    model: Annotated[
-        str, typer.Option("--model", help="Registered model to train.", metavar="NAME")
-    ] = "jade_compact",
+    ] = 0.05,
     markdown: Annotated[
         Path | None,
         typer.Option(
@@ -121,29 +161,48 @@ def gate_command(
         typer.Option("--repo", help="Git repository (default: the one around the cwd).", file_okay=False),
     ] = None,
 ) -> None:
-    """Pre-merge benchmark gate: time HEAD against a base revision, interleaved in subprocesses.
+    """Pre-merge benchmark gate: every benchmark in benchmarks/, base vs head, interleaved in subprocesses.
 
-    Exit 0: no regression; 1: a significant slowdown beyond --factor, or any increase of an exact counter (parameters, FLOPs per epoch, bytes allocated per epoch); 2: bad revision/option, or it could not measure (a crashing benchmark never passes).
+    Exit 0: no regression; 1: a significant slowdown beyond the benchmark's factor, or a counter (parameters, FLOPs, bytes allocated, peak live bytes, ...) beyond its tolerance and not accepted in benchmarks/accepted.json; 2: bad revision/option, a --bench that selects nothing, a malformed acceptance file, or it could not measure (a crashing benchmark never passes). `gate bisect --good REV --bad REV` names the first commit that regresses.
     """
     from rich.console import Console
     from rich.markup import escape
 
+    from moola.errors import MoolaError
+
+    console = Console(width=None if Console().is_terminal else 160, stderr=False)
+
+    def say(msg: str) -> None:
+        console.print(f"[dim]{escape(msg)}[/]")
+
+    options = {"bench": bench, "factor": factor, "rounds": rounds, "burn_in": burn_in, "alpha": alpha}
+    if action == "bisect":
+        from diagnostics.gate.bisect import run as bisect_run
+        from moola.io import atomic_write_json, atomic_write_text
+
+        if good is None or bad is None:
+            raise MoolaError("gate bisect needs --good REV and --bad REV")
+        result = bisect_run(good, bad, repo=repo, progress=say, **options)
+        if result.report is not None:
+            print_report(result.report, console)
+        if result.first_bad:
+            console.print(f"first regressing commit: {result.first_bad[:10]} {escape(result.subject)}")
+        elif result.exit_code == 0:
+            console.print(f"{escape(bad)} does not regress against {escape(good)}: nothing to bisect")
+        if json_path is not None:
+            atomic_write_json(json_path, result.to_dict())
+        if markdown is not None and result.report is not None:
+            atomic_write_text(markdown, result.report.to_markdown())
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
+        return
+    if action is not None:
+        raise MoolaError(f"unknown gate action {action!r} (the only one is 'bisect')")
+    if base is None:
+        raise MoolaError("gate needs --base REV (or: gate bisect --good REV --bad REV)")
     from diagnostics.gate.core import run
 
-    console = Console(width=None if Console().is_terminal else 140, stderr=False)
-    report = run(
-        base,
-        head,
-        factor,
-        rounds=rounds,
-        epochs_per_round=epochs_per_round,
-        alpha=alpha,
-        model=model,
-        repo=repo,
-        markdown=markdown,
-        json_path=json_path,
-        progress=lambda msg: console.print(f"[dim]{escape(msg)}[/]"),
-    )
+    report = run(base, head, repo=repo, markdown=markdown, json_path=json_path, progress=say, **options)
     print_report(report, console)
     if markdown is not None:
         console.print(f"wrote {markdown}")

@@ -4,17 +4,26 @@
    possibly dirty working tree, ``HEAD`` the committed HEAD;
 2. export each commit with ``git archive`` into a temp dir (no worktree metadata, no checkout: the
    user's repository and working tree are never touched);
-3. start one worker subprocess per revision: THIS revision's ``worker.py`` (and ``physics.py``, the
-   FLOP ruler) copied into the temp dir, run with PYTHONPATH = that revision's tree, single-threaded;
-4. alternate timed rounds between them, A B B A A B ... (counterbalances slow drift), after burn-in;
-5. timings -> ``stats.compare_timings`` (MWU + Hodges-Lehmann), counters -> ``stats.compare_counters``
-   (exact). Anything that could not be measured makes the report an error (exit 2), never a pass.
+3. start one worker subprocess per revision: THIS revision's ``worker.py`` copied into the temp dir,
+   run with PYTHONPATH = that revision's tree, single-threaded. Each worker discovers the asv-style
+   benchmarks of ITS revision (``benchmarks/*.py``), so each revision's own definitions measure it;
+4. ``--bench REGEX`` selects among the benchmarks both sides define (selecting none: MoolaError); both
+   workers set them up and compute the ``track_`` counters in parallel, then, pinned to one CPU, take
+   interleaved samples of every ``time_``/``peakmem_`` benchmark, base and head back to back with the
+   order alternating (A B, B A, ...: counterbalances drift);
+5. samples -> ``stats.compare_timings`` (paired one-sided Wilcoxon signed-rank, Hodges-Lehmann ratio with
+   its own distribution-free CI), adjusted together with ``stats.holm``; counters ->
+   ``stats.compare_counters`` (per-benchmark relative tolerance; an entry of head's
+   ``benchmarks/accepted.json`` accepts an intended change). Anything that could not be measured makes
+   the report an error (exit 2), never a pass.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import selectors
 import shutil
 import subprocess
@@ -27,14 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from diagnostics.gate.report import GateReport, RevisionInfo
-from diagnostics.gate.stats import compare_counters, compare_timings
+from diagnostics.gate.stats import CounterSpec, compare_counters, compare_timings, holm
 from moola.errors import MoolaError
 from moola.io import atomic_write_text
 
 WORKTREE = "WORKTREE"
 _HERE = Path(__file__).resolve().parent
 WORKER_SOURCE = _HERE / "worker.py"
-PHYSICS_SOURCE = _HERE.parent / "physics.py"
+ACCEPTED_FILE = "benchmarks/accepted.json"
 
 # Environment pinned for both workers: one thread everywhere, fixed hashing, no GPU, no bytecode litter.
 PINNED_ENV = {
@@ -102,9 +111,11 @@ def materialize(repo: Path, rev: RevisionInfo, dest: Path) -> Path:
 @dataclass
 class _Worker:
     label: str
+    sha: str
     proc: subprocess.Popen[str]
     stderr_path: Path
     timeout_s: float
+    listing: dict[str, Any] | None = None
     ready: dict[str, Any] | None = None
 
     def _stderr_tail(self) -> str:
@@ -114,11 +125,14 @@ class _Worker:
             return ""
         return lines[-1][:300] if lines else ""
 
+    def _where(self) -> str:
+        return f"{self.label} ({_short(self.sha)})"
+
     def fail(self, what: str) -> WorkerError:
         code = self.proc.poll()
         tail = self._stderr_tail()
         status = f"exit {code}" if code is not None else "still running"
-        return WorkerError(f"{self.label} worker {what} ({status}){': ' + tail if tail else ''}")
+        return WorkerError(f"{self._where()} worker {what} ({status}){': ' + tail if tail else ''}")
 
     def read(self, timeout_s: float | None = None) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -139,29 +153,38 @@ class _Worker:
             raise self.fail(f"sent a malformed line {line[:80]!r}") from None
         if msg.get("type") == "error":
             self.proc.wait(timeout=10)
-            raise WorkerError(f"{self.label} worker failed: {msg.get('message')}")
+            bench = msg.get("benchmark")
+            what = (
+                f"benchmark {bench} crashed on {self._where()}" if bench else f"{self._where()} worker failed"
+            )
+            raise WorkerError(f"{what}: {msg.get('message')}")
         return msg
 
-    def send(self, command: str) -> None:
+    def send(self, **command: Any) -> None:
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.write(json.dumps(command) + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             raise self.fail("closed its input") from None
 
-    def round(self) -> float:
-        self.send("round")
-        msg = self.read()
-        seconds = msg.get("seconds")
-        if msg.get("type") != "round" or not isinstance(seconds, (int, float)) or not seconds > 0:
-            raise self.fail(f"sent an unexpected message {msg!r}")
-        return float(seconds)
+    def expect(self, kind: str, timeout_s: float | None = None) -> dict[str, Any]:
+        msg = self.read(timeout_s)
+        if msg.get("type") != kind:
+            raise self.fail(f"sent {str(msg)[:120]} instead of {kind}")
+        return msg
+
+    def sample(self, name: str, number: int | None = None) -> float:
+        self.send(cmd="sample", name=name, number=number)
+        value = self.expect("sample").get("value")
+        if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+            raise self.fail(f"measured {value!r} for {name}")
+        return float(value)
 
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.send("quit")
+                self.send(cmd="quit")
                 self.proc.wait(timeout=10)
             except (WorkerError, subprocess.TimeoutExpired):
                 self.proc.kill()
@@ -171,44 +194,29 @@ class _Worker:
                 stream.close()
 
 
+def _short(sha: str) -> str:
+    return sha if sha == WORKTREE else sha[:10]
+
+
 def _start_worker(
     label: str,
+    sha: str,
     tree: Path,
     workdir: Path,
     *,
     python: str,
-    model: str,
-    epochs_per_round: int,
-    n_windows: int,
-    burn_in: int,
     threads: int,
     timeout_s: float,
     extra_env: dict[str, str] | None,
-    cpu: int | None,
 ) -> _Worker:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PINNED_ENV)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = str(tree)
     env.update(extra_env or {})
-    cmd = [
-        python,
-        str(workdir / "moola_gate_worker.py"),
-        "--root",
-        str(tree),
-        "--model",
-        model,
-        "--epochs-per-round",
-        str(epochs_per_round),
-        "--windows",
-        str(n_windows),
-        "--burn-in",
-        str(burn_in),
-        "--threads",
-        str(threads),
-    ]
-    if cpu is not None:
-        cmd += ["--cpu", str(cpu)]
+    cmd = [python, str(workdir / "moola_gate_worker.py"), "--root", str(tree), "--threads", str(threads)]
+    rundir = workdir / f"{label}-run"  # not the tree: a stray relative write (setup_cache) lands here
+    rundir.mkdir(exist_ok=True)
     stderr_path = workdir / f"{label}.stderr.log"
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(
@@ -217,10 +225,10 @@ def _start_worker(
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
-            cwd=str(workdir),  # not the tree: a stray relative write must not land in the user's repo
+            cwd=str(rundir),
             env=env,
         )
-    return _Worker(label=label, proc=proc, stderr_path=stderr_path, timeout_s=timeout_s)
+    return _Worker(label=label, sha=sha, proc=proc, stderr_path=stderr_path, timeout_s=timeout_s)
 
 
 def _pick_cpu() -> int | None:
@@ -229,60 +237,109 @@ def _pick_cpu() -> int | None:
     return max(os.sched_getaffinity(0))
 
 
+def compile_selection(bench: str | None) -> re.Pattern[str] | None:
+    """``--bench REGEX`` -> compiled pattern (MoolaError, one line, when it is not a regex)."""
+    if bench is None or bench == "":
+        return None
+    try:
+        return re.compile(bench)
+    except re.error as exc:
+        raise MoolaError(f"--bench: {bench!r} is not a regular expression ({exc})") from None
+
+
+def load_accepted(path: Path) -> dict[str, tuple[float, str]]:
+    """The acceptance file (``benchmarks/accepted.json`` of head): intended counter changes, each naming
+    the benchmark (the counter), its new value and why. Missing file: nothing accepted. Malformed:
+    MoolaError naming the file and the entry.
+
+        {"accepted": [{"benchmark": "bench_training.Counters.track_parameters(jade_compact)",
+                       "value": 112708, "reason": "wider encoder (PR 42)"}]}
+    """
+    if not path.exists():
+        return {}
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MoolaError(f"{path}: not valid JSON ({exc})") from None
+    entries = payload.get("accepted") if isinstance(payload, dict) else None
+    if not isinstance(entries, list):
+        raise MoolaError(f'{path}: expected {{"accepted": [...]}} at the top level')
+    out: dict[str, tuple[float, str]] = {}
+    for i, entry in enumerate(entries):
+        where = f"{path}, entry {i}"
+        if not isinstance(entry, dict):
+            raise MoolaError(f"{where}: expected an object with benchmark, value and reason")
+        name, value, reason = entry.get("benchmark"), entry.get("value"), entry.get("reason")
+        unknown = sorted(set(entry) - {"benchmark", "value", "reason"})
+        if unknown:
+            raise MoolaError(f"{where}: unknown key(s) {', '.join(unknown)} (benchmark, value, reason)")
+        if not isinstance(name, str) or not name:
+            raise MoolaError(f"{where}: 'benchmark' must name the counter's benchmark")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise MoolaError(f"{where} ({name}): 'value' must be the counter's new value, a number")
+        if not isinstance(reason, str) or not reason.strip():
+            raise MoolaError(f"{where} ({name}): 'reason' must say why the change is intended")
+        if name in out:
+            raise MoolaError(f"{where}: {name} is accepted twice")
+        out[name] = (float(value), reason.strip())
+    return out
+
+
 def run(
     base: str,
     head: str = "HEAD",
-    factor: float = 1.10,
+    factor: float | None = None,
     *,
+    bench: str | None = None,
     rounds: int = 15,
-    epochs_per_round: int = 4,
-    n_windows: int = 0,
-    burn_in: int = 2,
-    alpha: float = 0.01,
+    burn_in: int = 1,
+    alpha: float = 0.05,
     threads: int = 1,
-    model: str = "jade_compact",
+    min_sample_s: float = 0.05,
     repo: str | os.PathLike[str] | None = None,
     markdown: str | os.PathLike[str] | None = None,
     json_path: str | os.PathLike[str] | None = None,
     python: str | None = None,
-    round_timeout_s: float = 120.0,
-    startup_timeout_s: float = 300.0,
+    round_timeout_s: float = 300.0,
+    startup_timeout_s: float = 600.0,
     worker_env: dict[str, dict[str, str]] | None = None,
     progress: Callable[[str], None] | None = None,
     pin_cpu: bool = True,
 ) -> GateReport:
-    """Compare ``head`` against ``base`` and return the report (its ``exit_code`` is the gate's verdict).
+    """Compare ``head`` against ``base`` over the selected benchmarks; ``report.exit_code`` is the verdict.
 
-    Raises MoolaError for bad input (unknown revision, bad option); everything that goes wrong while
-    measuring ends up in ``report.errors`` (exit code 2) so the Markdown still explains it.
-    ``worker_env`` adds environment variables per side ({"head": {...}}), for experiments and tests.
-    ``pin_cpu`` pins both single-threaded workers to the same CPU (the last one this process may use):
-    otherwise the scheduler may leave one revision on a core shared with a busy neighbour all run long,
-    a per-process bias that pairing rounds cannot remove.
+    ``factor`` overrides every benchmark's own ``gate_factor`` (default 1.10); ``alpha`` is the
+    family-wise significance level over all timed benchmarks (Holm). Raises MoolaError for bad input
+    (unknown revision, bad option, a ``bench`` selecting nothing, a malformed acceptance file);
+    everything that goes wrong while measuring ends up in ``report.errors`` (exit code 2) so the
+    Markdown still explains it. ``worker_env`` adds environment variables per side ({"head": {...}},
+    both: {"*": {...}}), for experiments and tests. ``pin_cpu`` pins both single-threaded workers to the
+    same CPU for the timed rounds (the last one this process may use).
     """
-    if not factor > 1.0:
+    if factor is not None and not factor > 1.0:
         raise MoolaError(f"--factor must be > 1.0 (got {factor})")
     if rounds < 2:
         raise MoolaError(f"--rounds must be >= 2 (got {rounds})")
-    if epochs_per_round < 1 or burn_in < 0 or threads < 1 or n_windows < 0:
-        raise MoolaError("--epochs-per-round and --threads must be >= 1, --burn-in and --windows >= 0")
+    if burn_in < 0 or threads < 1 or not min_sample_s > 0:
+        raise MoolaError("--burn-in must be >= 0, --threads >= 1 and the sample time > 0")
     if not 0 < alpha < 1:
         raise MoolaError(f"--alpha must be in (0, 1) (got {alpha})")
+    selection = compile_selection(bench)
     say = progress or (lambda _msg: None)
     root = repo_root(repo)
     base_rev = resolve_revision(root, base, "base")
     head_rev = resolve_revision(root, head, "head")
     cpu = _pick_cpu() if pin_cpu and threads == 1 else None
-    settings = {
-        "factor": factor,
+    settings: dict[str, Any] = {
+        "factor": factor if factor is not None else "per benchmark (default 1.10)",
         "alpha": alpha,
+        "correction": "holm",
         "rounds": rounds,
-        "epochs_per_round": epochs_per_round,
-        "n_windows": n_windows or "all",
         "burn_in": burn_in,
+        "bench": bench or "all",
         "threads": threads,
-        "model": model,
-        "order": "ABBA-interleaved",
+        "min_sample_s": min_sample_s,
+        "order": "per-benchmark interleaved, alternating",
         "cpu": cpu,
     }
     report = GateReport(base=base_rev, head=head_rev, settings=settings)
@@ -292,54 +349,104 @@ def run(
         tmpdir = Path(tmp)
         try:
             shutil.copyfile(WORKER_SOURCE, tmpdir / "moola_gate_worker.py")
-            if PHYSICS_SOURCE.exists():
-                shutil.copyfile(PHYSICS_SOURCE, tmpdir / "moola_gate_physics.py")
             trees = {}
             for rev in (base_rev, head_rev):
-                say(f"exporting {rev.label} {rev.spec} ({rev.sha[:10]})")
+                say(f"exporting {rev.label} {rev.spec} ({_short(rev.sha)})")
                 trees[rev.label] = materialize(root, rev, tmpdir / rev.label)
-            for label in ("base", "head"):
+            accepted = load_accepted(trees["head"] / ACCEPTED_FILE)
+            envs = worker_env or {}
+            for rev in (base_rev, head_rev):
                 workers.append(
                     _start_worker(
-                        label,
-                        trees[label],
+                        rev.label,
+                        rev.sha,
+                        trees[rev.label],
                         tmpdir,
                         python=python or sys.executable,
-                        model=model,
-                        epochs_per_round=epochs_per_round,
-                        n_windows=n_windows,
-                        burn_in=burn_in,
                         threads=threads,
                         timeout_s=round_timeout_s,
-                        extra_env=(worker_env or {}).get(label),
-                        cpu=cpu,
+                        extra_env={**envs.get("*", {}), **envs.get(rev.label, {})},
                     )
                 )
-            say("workers started: setup, counters and burn-in")
+            say("workers started: discovering benchmarks")
+            specs: dict[str, dict[str, dict[str, Any]]] = {}
             for w in workers:
-                msg = w.read(startup_timeout_s)
-                if msg.get("type") != "ready":
-                    raise w.fail(f"sent {msg!r} instead of ready")
-                w.ready = msg
-                report.meta[w.label] = msg.get("meta", {})
-            samples: dict[str, list[float]] = {"base": [], "head": []}
-            for i in range(rounds):
-                order = workers if i % 2 == 0 else workers[::-1]
-                for w in order:
-                    samples[w.label].append(w.round())
-                say(
-                    f"round {i + 1}/{rounds}: base {samples['base'][-1]:.3f} s, head {samples['head'][-1]:.3f} s"
+                w.listing = w.expect("list", startup_timeout_s)
+                report.meta[w.label] = w.listing.get("meta", {})
+                specs[w.label] = {b["name"]: b for b in w.listing.get("benchmarks", [])}
+            names = sorted(set(specs["base"]) | set(specs["head"]))
+            chosen = [n for n in names if selection is None or selection.search(n)]
+            if not chosen:
+                known = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                raise MoolaError(
+                    f"--bench {bench!r} selects no benchmark ({len(names)} defined"
+                    f"{': ' + known if known else ''})"
                 )
+            report.not_gated = [
+                n for n in chosen if not specs["head"].get(n, specs["base"].get(n, {})).get("gated", True)
+            ]
+            chosen = [n for n in chosen if n not in report.not_gated]
+            both = [n for n in chosen if n in specs["base"] and n in specs["head"]]
+            report.only_base = [n for n in chosen if n not in specs["head"]]
+            report.only_head = [n for n in chosen if n not in specs["base"]]
+            report.definitions_differ = [
+                n for n in both if specs["base"][n]["definition"] != specs["head"][n]["definition"]
+            ]
+            say(f"{len(both)} benchmark(s) on both sides: setup and counters (both workers in parallel)")
+            for w in workers:
+                w.send(cmd="prepare", names=both, burn_in=burn_in, min_sample_s=min_sample_s)
+            for w in workers:
+                w.ready = w.expect("ready", startup_timeout_s)
+            base_ready, head_ready = workers[0].ready or {}, workers[1].ready or {}
+            for side, ready in (("base", base_ready), ("head", head_ready)):
+                for name, why in ready.get("skipped", {}).items():
+                    report.skipped.setdefault(name, {})[side] = why
+            timed = [n for n in both if specs["head"][n]["kind"] != "track" and n not in report.skipped]
+            if cpu is not None:
+                for w in workers:
+                    w.send(cmd="pin", cpu=cpu)
+                    w.expect("pinned")
+            # One call count per benchmark for both sides (base's calibration): the same work per sample.
+            numbers = {n: base_ready.get("numbers", {}).get(n) for n in timed}
+            samples: dict[str, dict[str, list[float]]] = {n: {"base": [], "head": []} for n in timed}
+            for i in range(rounds if timed else 0):
+                for j, name in enumerate(timed):
+                    order = workers if (i + j) % 2 == 0 else workers[::-1]
+                    for w in order:
+                        samples[name][w.label].append(w.sample(name, numbers[name]))
+                say(f"round {i + 1}/{rounds} done ({len(timed)} timed benchmark(s))")
             report.samples = samples
-            name = f"train {epochs_per_round} epoch(s) [{model}]"
-            report.timings.append(
-                compare_timings(name, samples["base"], samples["head"], factor=factor, alpha=alpha)
+            comparisons = []
+            for name in timed:
+                spec = specs["head"][name]
+                comparisons.append(
+                    compare_timings(
+                        name,
+                        samples[name]["base"],
+                        samples[name]["head"],
+                        factor=factor if factor is not None else float(spec["factor"]),
+                        alpha=alpha,
+                        unit=spec["unit"],
+                    )
+                )
+            report.timings = holm(comparisons)
+            counter_specs = {
+                n: CounterSpec(
+                    tolerance=float(specs["head"][n]["tolerance"]),
+                    higher_is_better=bool(specs["head"][n]["higher_is_better"]),
+                    unit=str(specs["head"][n]["unit"]),
+                )
+                for n in both
+                if specs["head"][n]["kind"] == "track"
+            }
+            base_counters = {n: v for n, v in base_ready.get("counters", {}).items() if n in counter_specs}
+            head_counters = {n: v for n, v in head_ready.get("counters", {}).items() if n in counter_specs}
+            report.counters = compare_counters(base_counters, head_counters, counter_specs, accepted)
+            report.accepted_unused = sorted(
+                n
+                for n in accepted
+                if not any(c.name == n and c.verdict == "accepted" for c in report.counters)
             )
-            base_counters = {f"{k}[{model}]": v for k, v in workers[0].ready["counters"].items()}  # type: ignore[index]
-            head_counters = {f"{k}[{model}]": v for k, v in workers[1].ready["counters"].items()}  # type: ignore[index]
-            if not base_counters:
-                report.errors.append("the base worker reported no counters")
-            report.counters = compare_counters(base_counters, head_counters)
         except (WorkerError, OSError) as exc:
             report.errors.append(str(exc))
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the workers now, not after their round

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,27 @@ class RevisionInfo:
     subject: str = ""  # commit subject line, for the report
 
 
+def fmt_value(value: float | None, unit: str) -> str:
+    """A measured value with its unit: seconds scaled to s/ms/µs, bytes with thousands separators."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if unit == "s":
+        if abs(value) >= 1.0:
+            return f"{value:.3f} s"
+        return f"{value * 1e3:.2f} ms" if abs(value) >= 1e-3 else f"{value * 1e6:.1f} µs"
+    if unit == "bytes":
+        return f"{round(value):,} B"
+    if float(value).is_integer():
+        return f"{int(value):,} {unit}".rstrip()
+    return f"{value:.4g} {unit}".rstrip()
+
+
+def _fmt_ci(t: TimingComparison) -> str:
+    lo = "0" if t.ci_low <= 0 else f"{t.ci_low:.3f}"
+    hi = "∞" if math.isinf(t.ci_high) else f"{t.ci_high:.3f}"
+    return f"{lo}–{hi}"
+
+
 @dataclass
 class GateReport:
     base: RevisionInfo
@@ -25,30 +47,44 @@ class GateReport:
     settings: dict[str, Any]
     timings: list[TimingComparison] = field(default_factory=list)
     counters: list[CounterComparison] = field(default_factory=list)
-    samples: dict[str, list[float]] = field(default_factory=dict)  # "base"/"head" -> seconds per round
+    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # name -> side -> values
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # anything that kept the gate from measuring
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> side -> why
+    only_base: list[str] = field(default_factory=list)  # selected benchmarks head no longer defines
+    only_head: list[str] = field(default_factory=list)  # new on head: measured from the next base on
+    definitions_differ: list[str] = field(default_factory=list)  # each side ran its own definition
+    accepted_unused: list[str] = field(default_factory=list)  # acceptance entries that matched nothing
+    not_gated: list[str] = field(default_factory=list)  # selected, but marked ``gate = False`` (baselines)
     wall_s: float = 0.0
 
     @property
     def regressions(self) -> list[str]:
         """Names of the regressed benchmarks/counters, with the size of the change."""
         out = [
-            f"{t.name}: x{t.ratio:.3f} slower (p={t.p_slower:.2g})"
+            f"{t.name}: x{t.ratio:.3f} (95% CI {_fmt_ci(t)}, p={t.p_slower:.2g})"
             for t in self.timings
             if t.verdict == "regression"
         ]
         for c in self.counters:
             if c.verdict == "regression":
-                change = f" ({c.change:+.1%})" if c.change is not None else ""
-                out.append(f"{c.name}: {_fmt_int(c.base)} -> {_fmt_int(c.head)}{change}")
+                change = f" ({c.change:+.2%})" if c.change is not None else ""
+                out.append(f"{c.name}: {fmt_value(c.base, c.unit)} -> {fmt_value(c.head, c.unit)}{change}")
         return out
 
     @property
+    def accepted(self) -> list[str]:
+        return [
+            f"{c.name}: {fmt_value(c.base, c.unit)} -> {fmt_value(c.head, c.unit)} accepted: {c.accepted_reason}"
+            for c in self.counters
+            if c.verdict == "accepted"
+        ]
+
+    @property
     def exit_code(self) -> int:
-        # Fail closed: anything unmeasured (a crash, a missing counter, no samples) is never a pass.
+        # Fail closed: anything unmeasured (a crash, a missing counter, nothing compared) is never a pass.
         missing = [c.name for c in self.counters if c.verdict == "missing"]
-        if self.errors or missing or not self.timings:
+        if self.errors or missing or not (self.timings or self.counters):
             return EXIT_ERROR
         return EXIT_REGRESSION if self.regressions else EXIT_OK
 
@@ -61,76 +97,128 @@ class GateReport:
         errs += [
             f"counter {c.name} could not be measured on head" for c in self.counters if c.verdict == "missing"
         ]
-        if not self.timings and not self.errors:
-            errs.append("no timing comparison was made")
+        if not (self.timings or self.counters) and not self.errors:
+            errs.append("no benchmark was compared")
         return errs
+
+    def verdict_line(self) -> str:
+        n = len(self.timings) + len(self.counters)
+        if self.status == "error":
+            return f"could not measure, fails closed: {self.all_errors()[0]}"
+        if self.status == "regression":
+            return (
+                f"{len(self.regressions)} regression(s) in {n} compared benchmark(s): {self.regressions[0]}"
+            )
+        extra = f"; {len(self.accepted)} intended change(s) accepted" if self.accepted else ""
+        return f"no performance regression in {n} benchmark(s){extra}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
             "exit_code": self.exit_code,
+            "verdict": self.verdict_line(),
             "base": asdict(self.base),
             "head": asdict(self.head),
             "settings": self.settings,
             "regressions": self.regressions,
+            "accepted": self.accepted,
             "errors": self.all_errors(),
             "timings": [t.to_dict() for t in self.timings],
             "counters": [c.to_dict() for c in self.counters],
+            "skipped": self.skipped,
+            "only_base": self.only_base,
+            "only_head": self.only_head,
+            "definitions_differ": self.definitions_differ,
+            "accepted_unused": self.accepted_unused,
+            "not_gated": self.not_gated,
             "samples": self.samples,
             "meta": self.meta,
             "wall_s": self.wall_s,
         }
 
+    def _timing_rows(self, rows: list[TimingComparison]) -> list[str]:
+        if not rows:
+            return []
+        lines = [
+            "| benchmark | base median | head median | head/base (HL) | 95% CI of HL | p (slower, Holm) | factor | verdict |",
+            "|---|---:|---:|---:|---|---:|---:|---|",
+        ]
+        for t in rows:
+            lines.append(
+                f"| {t.name} | {fmt_value(t.base_median, t.unit)} | {fmt_value(t.head_median, t.unit)}"
+                f" | {t.ratio:.3f} | {_fmt_ci(t)} | {t.p_slower:.2g} | {t.factor:.2f} | {t.verdict} |"
+            )
+        return [*lines, ""]
+
+    def _counter_rows(self, rows: list[CounterComparison]) -> list[str]:
+        if not rows:
+            return []
+        lines = ["| counter | base | head | change | tolerance | verdict |", "|---|---:|---:|---:|---:|---|"]
+        for c in rows:
+            change = "" if c.change is None else f"{c.change:+.4%}"
+            verdict = c.verdict + (f" ({c.accepted_reason})" if c.accepted_reason else "")
+            lines.append(
+                f"| {c.name} | {fmt_value(c.base, c.unit)} | {fmt_value(c.head, c.unit)} | {change}"
+                f" | {'exact' if c.tolerance == 0 else f'{c.tolerance:.1%}'} | {verdict} |"
+            )
+        return [*lines, ""]
+
     def to_markdown(self) -> str:
         icon = {"pass": "✅", "regression": "❌", "error": "⚠️"}[self.status]
-        headline = {
-            "pass": "no performance regression",
-            "regression": "performance regression",
-            "error": "could not measure (fails closed)",
-        }[self.status]
         lines = [
-            f"## {icon} moola benchmark gate: {headline}",
+            f"## {icon} moola benchmark gate: {self.verdict_line()}",
             "",
             f"base `{self.base.spec}` ({_short(self.base.sha)}) vs head `{self.head.spec}` ({_short(self.head.sha)})"
-            f" · factor {self.settings.get('factor')} · alpha {self.settings.get('alpha')}"
-            f" · {self.settings.get('rounds')} interleaved rounds per side · {self.wall_s:.0f} s",
+            f" · alpha {self.settings.get('alpha')} ({self.settings.get('correction', 'holm')} over"
+            f" {len(self.timings)} timed benchmark(s)) · {self.settings.get('rounds')} interleaved rounds"
+            f" · {self.wall_s:.0f} s",
             "",
         ]
-        if self.regressions:
-            lines += ["**Regressions**", ""] + [f"- {r}" for r in self.regressions] + [""]
         errors = self.all_errors()
         if errors:
             lines += ["**Errors**", ""] + [f"- {e}" for e in errors] + [""]
-        if self.timings:
+        bad_t = [t for t in self.timings if t.verdict == "regression"]
+        bad_c = [c for c in self.counters if c.verdict in ("regression", "missing")]
+        if bad_t or bad_c:
+            lines += ["### Regressions", "", *self._timing_rows(bad_t), *self._counter_rows(bad_c)]
+        good_t = [t for t in self.timings if t.verdict == "improvement"]
+        good_c = [c for c in self.counters if c.verdict in ("improvement", "accepted")]
+        if good_t or good_c:
+            lines += ["### Improvements and accepted changes", ""]
+            lines += self._timing_rows(good_t) + self._counter_rows(good_c)
+        rest_t = [t for t in self.timings if t not in bad_t and t not in good_t]
+        rest_c = [c for c in self.counters if c not in bad_c and c not in good_c]
+        notes = []
+        if self.definitions_differ:
+            notes.append(
+                "each side measured with its own (different) definition: "
+                + ", ".join(self.definitions_differ)
+            )
+        if self.only_head:
+            notes.append("new on head (not compared): " + ", ".join(self.only_head))
+        if self.only_base:
+            notes.append("removed on head (not compared): " + ", ".join(self.only_base))
+        for name, sides in sorted(self.skipped.items()):
+            notes.append(f"skipped {name}: " + "; ".join(f"{k}: {v}" for k, v in sorted(sides.items())))
+        if self.not_gated:
+            notes.append("reference baselines, not gated (gate = False): " + ", ".join(self.not_gated))
+        if self.accepted_unused:
+            notes.append("acceptance entries that matched no change: " + ", ".join(self.accepted_unused))
+        if rest_t or rest_c or notes:
             lines += [
-                "| timing | base median | head median | head/base (HL) | 95% CI | p (slower) | verdict |",
-                "|---|---:|---:|---:|---|---:|---|",
+                f"<details><summary>{len(rest_t) + len(rest_c)} unchanged benchmark(s) and notes</summary>",
+                "",
             ]
-            for t in self.timings:
-                lines.append(
-                    f"| {t.name} | {t.base_median * 1e3:.1f} ms | {t.head_median * 1e3:.1f} ms | {t.ratio:.3f}"
-                    f" | {t.ci_low:.3f}–{t.ci_high:.3f} | {t.p_slower:.2g} | {t.verdict} |"
-                )
-            lines.append("")
-        if self.counters:
-            lines += ["| counter (exact) | base | head | change | verdict |", "|---|---:|---:|---:|---|"]
-            for c in self.counters:
-                change = "" if c.change is None else f"{c.change:+.2%}"
-                lines.append(
-                    f"| {c.name} | {_fmt_int(c.base)} | {_fmt_int(c.head)} | {change} | {c.verdict} |"
-                )
-            lines.append("")
-        test = self.timings[0].test if self.timings else "a one-sided rank test"
+            lines += self._timing_rows(rest_t) + self._counter_rows(rest_c)
+            lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+            lines += ["</details>", ""]
         lines.append(
-            f"Regression = {test} one-sided p < alpha AND Hodges-Lehmann head/base > factor;"
-            " counters compare exactly (any increase regresses)."
+            "Timing/peak-RSS regression = paired one-sided Wilcoxon signed-rank p (Holm-adjusted) < alpha AND"
+            " Hodges-Lehmann head/base > the benchmark's factor; counters regress beyond their tolerance"
+            " unless benchmarks/accepted.json accepts the new value."
         )
         return "\n".join(lines) + "\n"
 
 
 def _short(sha: str) -> str:
     return sha if sha == "WORKTREE" else sha[:10]
-
-
-def _fmt_int(value: float | None) -> str:
-    return "—" if value is None else f"{int(value):,}"

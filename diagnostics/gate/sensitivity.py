@@ -1,23 +1,27 @@
 """Measure the gate's power and false-alarm rate on this machine, with REAL revisions.
 
-    python -m diagnostics.gate.sensitivity --trials 20
+    python -m diagnostics.gate.sensitivity --family train --trials 20 [--busy]
 
 builds a throwaway git repository in a temp dir from the current working tree (tracked + untracked,
 not ignored: the snapshot you are about to merge), commits it as ``base``, then commits variants:
 
-* ``slow``   -- the training step sleeps (``--inject sleep``, default) or busy-waits (``--inject spin``)
-               ``--slowdown`` (default 20%) of its own duration after ``optimizer.step()``: a real code
-               change, self-calibrating, so "20% slower per step" holds whatever the machine's speed;
+* ``slow``   -- one benchmark family's code does ``--slowdown`` (default 20%) more work, in proportion
+               to its own duration, so "20% slower" holds whatever the machine's speed:
+               ``train`` every training step (after ``optimizer.step()``), ``load`` every
+               ``load_windows`` call, ``forward`` every model forward. ``--inject spin`` (default) burns
+               CPU in Python arithmetic, as a real regression does; ``--inject sleep`` sleeps (the
+               easiest slowdown to detect: it leaves the CPU to the other side);
 * ``hidden`` -- jade_compact registered with twice its hidden size (checked once with ``--check-hidden``).
 
-and runs the gate ``--trials`` times on base..slow (a detection = exit 1 with the timing named) and
-``--trials`` times on base..base (a false alarm = exit 1), alternating the two so both see the same
-machine conditions. Prints and writes the counts, per-run seconds and every report to a JSON file.
+and runs the gate ``--trials`` times on base..slow over the family's benchmark (a detection = exit 1
+with that timing named) and ``--trials`` times on base..base over ``--identical-bench`` (default: the
+WHOLE suite; a false alarm = exit 1), alternating the two so both see the same machine conditions.
+``--busy`` keeps another process doing real CPU work for the whole measurement. Prints and writes the
+counts, per-run seconds and every report to a JSON file.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -28,9 +32,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from diagnostics.gate.core import repo_root, run
+from moola.clitools import UserErrorCommand, run_app
 from moola.errors import MoolaError
 from moola.io import atomic_write_json
 
@@ -83,15 +90,38 @@ def commit_variant(
         _git(repo, "checkout", "-q", "main")
 
 
-def patch_slow_step(fraction: float, mode: str = "sleep") -> Callable[[Path], None]:
+# Where each family's slowdown goes: (file, the callable to wrap, the family's benchmark regex).
+FAMILIES: dict[str, tuple[str, str, str]] = {
+    "train": ("moola/train/trainer.py", "", r"TrainEpoch\.time_epoch\(jade_compact\)"),
+    "load": ("moola/data/loader.py", "load_windows", r"LoadWindows\.time_load_windows_20k"),
+    "forward": (
+        "moola/models/lstm.py",
+        "LSTMClassifier.forward",
+        r"Forward\.time_forward_batch\(jade_compact\)",
+    ),
+}
+
+
+def _extra_work(fraction: float, mode: str, t0: str, indent: str) -> str:
+    """Source lines that add ``fraction`` of the time since ``t0`` as CPU work (spin) or a sleep."""
+    if mode == "sleep":
+        return f"{indent}_gate_time.sleep({fraction!r} * (_gate_time.perf_counter() - {t0}))\n"
+    # Real CPU work (integer arithmetic in the interpreter) until the deadline, not an idle wait.
+    return (
+        f"{indent}_gate_end = _gate_time.perf_counter() + {fraction!r} * (_gate_time.perf_counter() - {t0})\n"
+        f"{indent}_gate_acc = 0\n"
+        f"{indent}while _gate_time.perf_counter() < _gate_end:\n"
+        f"{indent}    _gate_acc += sum(_gate_i * _gate_i for _gate_i in range(200))\n"
+    )
+
+
+def patch_slow_step(fraction: float, mode: str = "spin") -> Callable[[Path], None]:
     """Make every training step ``fraction`` longer, after optimizer.step(), in proportion to its own time.
 
-    ``mode="sleep"`` sleeps (time.sleep overshoots by tens of microseconds, more on a busy machine, so
-    the realized slowdown is somewhat above ``fraction``); ``mode="spin"`` busy-waits, which adds
-    exactly ``fraction`` of wall time and burns CPU like real extra compute.
+    ``mode="spin"`` does CPU work for that long (a CPU regression); ``mode="sleep"`` sleeps (time.sleep
+    overshoots by tens of microseconds, more on a busy machine, so the realized slowdown is larger).
     """
-    if mode not in ("sleep", "spin"):
-        raise ValueError(f"mode must be sleep or spin, got {mode!r}")
+    _check_mode(mode)
 
     def patch(repo: Path) -> None:
         path = repo / "moola" / "train" / "trainer.py"
@@ -100,23 +130,56 @@ def patch_slow_step(fraction: float, mode: str = "sleep") -> Callable[[Path], No
         step = re.compile(r"^(?P<indent>[ \t]+)optimizer\.step\(\)\n", re.M)
         if len(start.findall(text)) != 1 or len(step.findall(text)) != 1:
             raise RuntimeError("slow-step patch: the training step in moola/train/trainer.py changed shape")
-        text = start.sub(lambda m: f"{m['indent']}_gate_t0 = time.perf_counter()\n{m[0]}", text)
-
-        def inject(m: re.Match[str]) -> str:
-            ind = m["indent"]
-            if mode == "sleep":
-                return f"{m[0]}{ind}time.sleep({fraction!r} * (time.perf_counter() - _gate_t0))\n"
-            return (
-                f"{m[0]}{ind}_gate_end = time.perf_counter() + {fraction!r} * (time.perf_counter() - _gate_t0)\n"
-                f"{ind}while time.perf_counter() < _gate_end:\n{ind}    pass\n"
-            )
-
-        text = step.sub(inject, text)
-        if not re.search(r"^import time$", text, re.M):
-            text = "import time\n" + text
-        path.write_text(text)
+        text = start.sub(lambda m: f"{m['indent']}_gate_t0 = _gate_time.perf_counter()\n{m[0]}", text)
+        text = step.sub(lambda m: m[0] + _extra_work(fraction, mode, "_gate_t0", m["indent"]), text)
+        # After the docstring and ``from __future__``: before the first ordinary import.
+        first = re.search(r"^(import |from (?!__future__))", text, re.M)
+        at = first.start() if first else 0
+        path.write_text(text[:at] + "import time as _gate_time\n" + text[at:])
 
     return patch
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("sleep", "spin"):
+        raise ValueError(f"mode must be sleep or spin, got {mode!r}")
+
+
+def patch_slow_call(relpath: str, target: str, fraction: float, mode: str = "spin") -> Callable[[Path], None]:
+    """Wrap ``target`` (a module-level function, or ``Class.method``) of the module at ``relpath`` so every
+    call does ``fraction`` more work after it returns, in proportion to its own duration."""
+    _check_mode(mode)
+
+    def patch(repo: Path) -> None:
+        path = repo / relpath
+        text = path.read_text()
+        owner = target.split(".")[0]
+        if not re.search(rf"^(def|class) {re.escape(owner)}\b", text, re.M):
+            raise RuntimeError(f"slow-call patch: {relpath} no longer defines {owner}")
+        path.write_text(
+            text
+            + "\n\n# gate trial: a slower "
+            + target
+            + "\nimport time as _gate_time  # noqa: E402\n\n"
+            + f"_gate_orig = {target}\n\n\n"
+            + "def _gate_slow(*args, **kwargs):\n"
+            + "    _gate_t0 = _gate_time.perf_counter()\n"
+            + "    out = _gate_orig(*args, **kwargs)\n"
+            + _extra_work(fraction, mode, "_gate_t0", "    ")
+            + "    return out\n\n\n"
+            + f"{target} = _gate_slow\n"
+        )
+
+    return patch
+
+
+def patch_family(family: str, fraction: float, mode: str = "spin") -> Callable[[Path], None]:
+    if family not in FAMILIES:
+        raise MoolaError(f"--family must be one of {', '.join(FAMILIES)} (got {family!r})")
+    if family == "train":
+        return patch_slow_step(fraction, mode)
+    relpath, target, _ = FAMILIES[family]
+    return patch_slow_call(relpath, target, fraction, mode)
 
 
 def patch_double_hidden(model: str = "jade_compact") -> Callable[[Path], None]:
@@ -136,104 +199,181 @@ def patch_double_hidden(model: str = "jade_compact") -> Callable[[Path], None]:
     return patch
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m diagnostics.gate.sensitivity", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--trials", type=int, default=20, help="trials of each kind (slow head, identical head)"
-    )
-    parser.add_argument("--slowdown", type=float, default=0.2, help="injected per-step slowdown (0.2 = 20%%)")
-    parser.add_argument(
-        "--inject", choices=("sleep", "spin"), default="sleep", help="how the slow head slows"
-    )
-    parser.add_argument("--no-pin", action="store_true", help="do not pin both workers to one CPU")
-    parser.add_argument("--factor", type=float, default=1.10)
-    parser.add_argument("--alpha", type=float, default=0.01)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--epochs-per-round", type=int, default=4)
-    parser.add_argument("--check-hidden", action="store_true", help="also run one base..hidden-x2 gate")
-    parser.add_argument("--out", default="reports/gate-sensitivity.json", help="JSON with every trial")
-    parser.add_argument("--repo", default=None, help="source working tree (default: the current repo)")
-    args = parser.parse_args(argv)
+def _busy_neighbour() -> subprocess.Popen[bytes]:
+    """Another process doing real CPU work (interpreter arithmetic) until it is killed."""
+    code = "while True:\n    sum(i * i for i in range(10000))"
+    return subprocess.Popen([sys.executable, "-c", code])
 
-    src = repo_root(args.repo)
-    results: dict[str, Any] = {"settings": vars(args), "slow": [], "identical": [], "hidden": None}
-    with tempfile.TemporaryDirectory(prefix="moola-gate-trials-") as tmp:
-        repo = Path(tmp) / "repo"
-        base = snapshot_repo(src, repo)
-        slow = commit_variant(
-            repo, base, "slow", patch_slow_step(args.slowdown), f"sleep {args.slowdown:.0%} per step"
-        )
-        print(f"trial repo {repo}: base {base[:10]}, slow {slow[:10]}", flush=True)
 
-        def gate(head: str) -> dict[str, Any]:
-            t0 = time.perf_counter()
-            report = run(
-                base,
-                head,
-                args.factor,
-                rounds=args.rounds,
-                epochs_per_round=args.epochs_per_round,
-                alpha=args.alpha,
-                repo=repo,
-                pin_cpu=not args.no_pin,
+def measure(
+    family: str = "train",
+    trials: int = 20,
+    slowdown: float = 0.2,
+    inject: str = "spin",
+    bench: str | None = None,
+    identical_bench: str | None = None,
+    busy: bool = False,
+    pin: bool = True,
+    rounds: int = 15,
+    alpha: float = 0.05,
+    check_hidden: bool = False,
+    out: str | None = "reports/gate-sensitivity.json",
+    repo: str | None = None,
+    gate_options: dict[str, Any] | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The measurement itself (see the module docstring); returns the JSON-able results."""
+    if inject not in ("sleep", "spin"):
+        raise MoolaError(f"--inject must be sleep or spin (got {inject!r})")
+    if trials < 0 or not 0 < slowdown < 10:
+        raise MoolaError("--trials must be >= 0 and --slowdown in (0, 10)")
+    patch = patch_family(family, slowdown, inject)
+    bench = bench or FAMILIES[family][2]
+    src = repo_root(repo)
+    settings = {
+        "family": family,
+        "trials": trials,
+        "slowdown": slowdown,
+        "inject": inject,
+        "bench": bench,
+        "identical_bench": identical_bench or "all",
+        "busy": busy,
+        "pin": pin,
+        "rounds": rounds,
+        "alpha": alpha,
+    }
+    results: dict[str, Any] = {"settings": settings, "slow": [], "identical": [], "hidden": None}
+    neighbour = _busy_neighbour() if busy else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="moola-gate-trials-") as tmp:
+            trial_repo = Path(tmp) / "repo"
+            base = snapshot_repo(src, trial_repo)
+            slow = commit_variant(
+                trial_repo, base, "slow", patch, f"{inject} {slowdown:.0%} more in {family}"
             )
-            out = report.to_dict()
-            out["seconds"] = time.perf_counter() - t0
-            return out
+            results["variant_diff"] = _git(trial_repo, "diff", base, slow)
+            progress(f"trial repo {trial_repo}: base {base[:10]}, slow {slow[:10]} ({inject}, {family})")
 
-        if args.check_hidden:
-            hidden = commit_variant(repo, base, "hidden", patch_double_hidden(), "jade_compact hidden x2")
-            r = gate(hidden)
-            results["hidden"] = r
-            print(f"hidden x2: exit {r['exit_code']}; regressions: {r['regressions']}", flush=True)
-
-        for i in range(args.trials):
-            for kind, head in (("slow", slow), ("identical", base)):
-                r = gate(head)
-                results[kind].append(r)
-                t = r["timings"][0] if r["timings"] else {}
-                print(
-                    f"trial {i + 1:2d} {kind:9s}: exit {r['exit_code']}  ratio {t.get('ratio', float('nan')):.3f}"
-                    f"  p {t.get('p_slower', float('nan')):.2g}  {r['seconds']:.1f} s",
-                    flush=True,
+            def gate(head: str, selection: str | None) -> dict[str, Any]:
+                t0 = time.perf_counter()
+                report = run(
+                    base,
+                    head,
+                    bench=selection,
+                    rounds=rounds,
+                    alpha=alpha,
+                    repo=trial_repo,
+                    pin_cpu=pin,
+                    **(gate_options or {}),
                 )
+                res = report.to_dict()
+                res["seconds"] = time.perf_counter() - t0
+                return res
 
-    def timing_regressed(r: dict[str, Any]) -> bool:
+            if check_hidden:
+                hidden = commit_variant(trial_repo, base, "hidden", patch_double_hidden(), "hidden x2")
+                r = gate(hidden, "Counters")
+                results["hidden"] = r
+                progress(f"hidden x2: exit {r['exit_code']}; regressions: {r['regressions']}")
+
+            for i in range(trials):
+                for kind, head, selection in (("slow", slow, bench), ("identical", base, identical_bench)):
+                    r = gate(head, selection)
+                    results[kind].append(r)
+                    worst = max(r["timings"], key=lambda t: t["ratio"], default={})
+                    progress(
+                        f"trial {i + 1:2d} {kind:9s}: exit {r['exit_code']}  max ratio"
+                        f" {worst.get('ratio', float('nan')):.3f} ({worst.get('name', '-')})"
+                        f"  p {worst.get('p_slower', float('nan')):.2g}  {r['seconds']:.1f} s"
+                    )
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
+
+    def detected(r: dict[str, Any]) -> bool:
         return r["exit_code"] == 1 and any(t["verdict"] == "regression" for t in r["timings"])
 
-    detections = sum(timing_regressed(r) for r in results["slow"])
-    false_alarms = sum(r["exit_code"] == 1 for r in results["identical"])
-    errors = sum(r["exit_code"] == 2 for r in results["slow"] + results["identical"])
     seconds = [r["seconds"] for r in results["slow"] + results["identical"]]
-    summary = {
-        "detections": detections,
-        "false_alarms": false_alarms,
-        "errors": errors,
-        "trials": args.trials,
+    slow_ratios = [max(t["ratio"] for t in r["timings"]) for r in results["slow"] if r["timings"]]
+    results["summary"] = {
+        "detections": sum(detected(r) for r in results["slow"]),
+        "false_alarms": sum(r["exit_code"] == 1 for r in results["identical"]),
+        "errors": sum(r["exit_code"] == 2 for r in results["slow"] + results["identical"]),
+        "trials": trials,
         "seconds_per_gate_median": statistics.median(seconds) if seconds else None,
         "seconds_per_gate_max": max(seconds) if seconds else None,
-        "slow_ratio_median": statistics.median(
-            r["timings"][0]["ratio"] for r in results["slow"] if r["timings"]
-        )
-        if results["slow"]
+        "slow_ratio_median": statistics.median(slow_ratios) if slow_ratios else None,
+        "identical_seconds_median": statistics.median(r["seconds"] for r in results["identical"])
+        if results["identical"]
         else None,
     }
-    results["summary"] = summary
-    atomic_write_json(args.out, results)
-    print(
-        f"detected {detections}/{args.trials} injected {args.slowdown:.0%} slowdowns; "
-        f"{false_alarms}/{args.trials} false alarms on identical revisions; {errors} errors; "
-        f"{summary['seconds_per_gate_median'] or 0:.1f} s per gate run (max {summary['seconds_per_gate_max'] or 0:.1f} s)"
-        f" -> {args.out}"
-    )
-    return 0 if errors == 0 else 2
+    if out:
+        atomic_write_json(out, results)
+    return results
 
+
+def sensitivity_command(
+    family: Annotated[str, typer.Option("--family", help="train, load or forward.")] = "train",
+    trials: Annotated[
+        int, typer.Option("--trials", help="Trials of each kind (slow head, identical head).")
+    ] = 20,
+    slowdown: Annotated[float, typer.Option("--slowdown", help="Injected slowdown (0.2 = 20%).")] = 0.2,
+    inject: Annotated[str, typer.Option("--inject", help="spin (CPU work) or sleep.")] = "spin",
+    bench: Annotated[
+        str | None, typer.Option("--bench", help="Benchmarks gated on the slow head (default: the family's).")
+    ] = None,
+    identical_bench: Annotated[
+        str | None,
+        typer.Option("--identical-bench", help="Benchmarks gated on identical heads (default: all)."),
+    ] = None,
+    busy: Annotated[
+        bool, typer.Option("--busy", help="Keep another process doing CPU work meanwhile.")
+    ] = False,
+    no_pin: Annotated[bool, typer.Option("--no-pin", help="Do not pin both workers to one CPU.")] = False,
+    rounds: Annotated[int, typer.Option("--rounds")] = 15,
+    alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
+    check_hidden: Annotated[
+        bool, typer.Option("--check-hidden", help="Also one base..hidden-x2 gate.")
+    ] = False,
+    out: Annotated[
+        str, typer.Option("--out", help="JSON with every trial.")
+    ] = "reports/gate-sensitivity.json",
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="Source working tree (default: this repo).")
+    ] = None,
+) -> None:
+    """Measure the gate's detection rate (injected slowdown) and false alarms (identical revisions)."""
+    res = measure(
+        family=family,
+        trials=trials,
+        slowdown=slowdown,
+        inject=inject,
+        bench=bench,
+        identical_bench=identical_bench,
+        busy=busy,
+        pin=not no_pin,
+        rounds=rounds,
+        alpha=alpha,
+        check_hidden=check_hidden,
+        out=out,
+        repo=repo,
+    )
+    s = res["summary"]
+    print(
+        f"{family}: detected {s['detections']}/{trials} injected {slowdown:.0%} ({inject}) slowdowns;"
+        f" {s['false_alarms']}/{trials} false alarms on identical revisions"
+        f" ({identical_bench or 'whole suite'}); {s['errors']} errors;"
+        f" {s['seconds_per_gate_median'] or 0:.1f} s per gate run (max {s['seconds_per_gate_max'] or 0:.1f} s)"
+        f"{' with a busy neighbour' if busy else ''} -> {out}"
+    )
+    if s["errors"]:
+        raise typer.Exit(2)
+
+
+PROG = "python -m diagnostics.gate.sensitivity"
+app = typer.Typer(name=PROG, add_completion=False, pretty_exceptions_enable=False)
+app.command(cls=UserErrorCommand)(sensitivity_command)
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MoolaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_app(app, PROG)  # MoolaError and usage errors: one line, exit 2

@@ -10,9 +10,12 @@ little within one, so the paired design removes most of the noise:
   distribution without ties/zeros, normal approximation with tie correction otherwise) says whether
   head is *significantly* slower;
 * the Hodges-Lehmann estimate of the ratio (exp of the median Walsh average of the log-ratios) says by
-  *how much*, with a seeded percentile-bootstrap confidence interval (resampling rounds).
+  *how much*, with the distribution-free confidence interval of that same estimate (order statistics
+  of the Walsh averages at the signed-rank critical value);
+* ``holm`` adjusts the p-values of all the benchmarks gated together (Holm's step-down), so the
+  chance of any false alarm over the whole suite stays at alpha.
 
-A regression needs both: ``p < alpha`` and ``ratio > factor``. Significance alone would flag 1% noise
+A regression needs both: (adjusted) ``p < alpha`` and ``ratio > factor``. Significance alone would flag 1% noise
 from a long run; magnitude alone would flag one unlucky round. For unpaired samples (``paired=False``)
 the same decision uses the Mann-Whitney U test and the two-sample Hodges-Lehmann ratio.
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -168,20 +171,81 @@ def paired_hodges_lehmann_ratio(base: Sequence[float], head: Sequence[float]) ->
     return float(np.exp(np.median((r[i] + r[j]) / 2.0)))
 
 
-def bootstrap_paired_ratio_ci(
-    base: Sequence[float],
-    head: Sequence[float],
-    confidence: float = 0.95,
-    n_boot: int = 4000,
-    seed: int = 0,
+def _critical_count(counts: list[int], total: int, tail: float) -> int:
+    """Largest c with P(S <= c - 1) <= tail for a statistic S with these exact null counts (0..len-1)."""
+    acc, c = 0, 0
+    for k, count in enumerate(counts):
+        acc += count
+        if acc / total > tail:
+            break
+        c = k + 1
+    return c
+
+
+def _order_stat_ci(values: np.ndarray, c: int) -> tuple[float, float]:
+    """[v_(c), v_(M+1-c)] of the sorted values (1-based), or unbounded when c < 1 (too few samples)."""
+    if c < 1:
+        return -math.inf, math.inf
+    v = np.sort(values)
+    return float(v[c - 1]), float(v[v.size - c])
+
+
+def paired_hodges_lehmann_ci(
+    base: Sequence[float], head: Sequence[float], confidence: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the median per-round ratio head_i / base_i, resampling rounds."""
+    """Distribution-free CI of the paired HL ratio: order statistics of the Walsh averages of the
+    log-ratios at the signed-rank critical value (Tukey; Hollander & Wolfe 3.3). The interval belongs to
+    the estimate shown beside it: the HL estimate is the median of the same Walsh averages.
+    (0, inf) when the rounds are too few for this confidence (n <= 5 at 95%)."""
     r = paired_log_ratios(base, head)
-    rng = np.random.default_rng(seed)
-    meds = np.median(r[rng.integers(0, r.size, size=(n_boot, r.size))], axis=1)
-    tail = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(meds, [tail, 1.0 - tail])
+    i, j = np.triu_indices(r.size)
+    walsh = (r[i] + r[j]) / 2.0
+    c = _critical_count(_signed_rank_distribution(r.size), 2**r.size, (1.0 - confidence) / 2.0)
+    lo, hi = _order_stat_ci(walsh, c)
     return float(np.exp(lo)), float(np.exp(hi))
+
+
+def hodges_lehmann_ci(
+    base: Sequence[float], head: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float]:
+    """Distribution-free CI of the two-sample HL ratio: order statistics of all pairwise log-ratios at
+    the Mann-Whitney critical value (Moses). Normal approximation of the critical value beyond
+    ``_EXACT_MAX_PAIRS`` pairs."""
+    b = np.log(np.asarray(base, dtype=np.float64))
+    h = np.log(np.asarray(head, dtype=np.float64))
+    diffs = (h[:, None] - b[None, :]).ravel()
+    n1, n2 = h.size, b.size
+    tail = (1.0 - confidence) / 2.0
+    if n1 * n2 <= _EXACT_MAX_PAIRS:
+        c = _critical_count(_u_distribution(n1, n2), math.comb(n1 + n2, n1), tail)
+    else:
+        z = math.sqrt(2.0) * _erfinv(1.0 - 2.0 * tail)
+        c = math.floor(n1 * n2 / 2.0 - z * math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12.0))
+    lo, hi = _order_stat_ci(diffs, c)
+    return float(np.exp(lo)), float(np.exp(hi))
+
+
+def _erfinv(y: float) -> float:
+    """Inverse error function by bisection on math.erf (only called for a handful of values)."""
+    lo, hi = -6.0, 6.0
+    for _ in range(100):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if math.erf(mid) < y else (lo, mid)
+    return (lo + hi) / 2.0
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: reject H_i at family-wise level alpha iff adjusted p_i < alpha.
+    Controls the chance of ANY false alarm across all the benchmarks gated at once, under any dependence."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return []
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = adjusted
+    return [float(x) for x in out]
 
 
 def hodges_lehmann_ratio(base: Sequence[float], head: Sequence[float]) -> float:
@@ -189,25 +253,6 @@ def hodges_lehmann_ratio(base: Sequence[float], head: Sequence[float]) -> float:
     b = np.log(np.asarray(base, dtype=np.float64))
     h = np.log(np.asarray(head, dtype=np.float64))
     return float(np.exp(np.median(h[:, None] - b[None, :])))
-
-
-def bootstrap_ratio_ci(
-    base: Sequence[float],
-    head: Sequence[float],
-    confidence: float = 0.95,
-    n_boot: int = 4000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile-bootstrap CI of median(head) / median(base), resampling each side independently."""
-    b = np.asarray(base, dtype=np.float64)
-    h = np.asarray(head, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    b_med = np.median(b[rng.integers(0, b.size, size=(n_boot, b.size))], axis=1)
-    h_med = np.median(h[rng.integers(0, h.size, size=(n_boot, h.size))], axis=1)
-    ratios = h_med / b_med
-    tail = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(ratios, [tail, 1.0 - tail])
-    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)
@@ -218,17 +263,29 @@ class TimingComparison:
     base_median: float
     head_median: float
     ratio: float  # Hodges-Lehmann estimate of head / base
-    ci_low: float  # bootstrap CI of the ratio (paired: median per-round ratio; else ratio of medians)
+    ci_low: float  # distribution-free 95% CI of that same HL estimate (Walsh averages / pairwise ratios)
     ci_high: float
-    p_slower: float  # one-sided test: head slower than base
-    p_faster: float  # one-sided test: head faster than base
+    p_slower: float  # one-sided test: head slower than base (Holm-adjusted once ``holm`` ran)
+    p_faster: float  # one-sided test: head faster than base (Holm-adjusted once ``holm`` ran)
     factor: float
     alpha: float
     verdict: Verdict
     test: str = "wilcoxon-signed-rank (paired rounds)"
+    unit: str = "s"  # of base_median / head_median: seconds per call, or bytes (peak RSS)
+    p_slower_raw: float | None = None  # the unadjusted p-values, kept when adjusted
+    p_faster_raw: float | None = None
+    m_tests: int = 1  # how many benchmarks were tested together (Holm's family size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _decide(p_slower: float, p_faster: float, ratio: float, factor: float, alpha: float) -> Verdict:
+    if p_slower < alpha and ratio > factor:
+        return "regression"
+    if p_faster < alpha and ratio < 1.0 / factor:
+        return "improvement"
+    return "unchanged"
 
 
 def compare_timings(
@@ -237,15 +294,16 @@ def compare_timings(
     head: Sequence[float],
     factor: float = 1.10,
     alpha: float = 0.01,
-    seed: int = 0,
     paired: bool = True,
+    unit: str = "s",
 ) -> TimingComparison:
-    """Decide regression / improvement / unchanged for two samples of per-round seconds.
+    """Decide regression / improvement / unchanged for two samples of one benchmark (one test alone).
 
     regression  : head significantly slower (p < alpha) AND estimated ratio > factor
     improvement : head significantly faster AND estimated ratio < 1 / factor
-    ``paired=True`` (the gate's interleaved rounds): Wilcoxon signed-rank on log(head_i / base_i);
-    ``paired=False``: Mann-Whitney U on the two samples.
+    ``paired=True`` (the gate's interleaved rounds): Wilcoxon signed-rank on log(head_i / base_i), the
+    paired HL ratio and its Walsh-average CI; ``paired=False``: Mann-Whitney U, the two-sample HL ratio
+    and its pairwise-ratio CI. Several benchmarks at once: pass the results through ``holm``.
     """
     if factor <= 1.0:
         raise ValueError(f"factor must be > 1 (got {factor})")
@@ -254,25 +312,20 @@ def compare_timings(
     if b.size < 2 or h.size < 2:
         raise ValueError("compare_timings needs at least 2 samples per side")
     if (b <= 0).any() or (h <= 0).any() or not (np.isfinite(b).all() and np.isfinite(h).all()):
-        raise ValueError("timings must be positive, finite seconds")
+        raise ValueError("samples must be positive and finite")
     if paired:
         r = paired_log_ratios(b, h)
         slower = wilcoxon_signed_rank(r, "greater")
         faster = wilcoxon_signed_rank(r, "less")
         ratio = paired_hodges_lehmann_ratio(b, h)
-        lo, hi = bootstrap_paired_ratio_ci(b, h, seed=seed)
+        lo, hi = paired_hodges_lehmann_ci(b, h)
         test = "wilcoxon-signed-rank (paired rounds)"
     else:
         slower = mann_whitney_u(h, b, "greater")
         faster = mann_whitney_u(h, b, "less")
         ratio = hodges_lehmann_ratio(b, h)
-        lo, hi = bootstrap_ratio_ci(b, h, seed=seed)
+        lo, hi = hodges_lehmann_ci(b, h)
         test = "mann-whitney-u"
-    verdict: Verdict = "unchanged"
-    if slower.p_value < alpha and ratio > factor:
-        verdict = "regression"
-    elif faster.p_value < alpha and ratio < 1.0 / factor:
-        verdict = "improvement"
     return TimingComparison(
         name=name,
         n_base=int(b.size),
@@ -286,9 +339,47 @@ def compare_timings(
         p_faster=faster.p_value,
         factor=factor,
         alpha=alpha,
-        verdict=verdict,
+        verdict=_decide(slower.p_value, faster.p_value, ratio, factor, alpha),
         test=test,
+        unit=unit,
     )
+
+
+def holm(comparisons: Sequence[TimingComparison]) -> list[TimingComparison]:
+    """Re-decide every comparison with Holm-adjusted p-values (slower and faster each as one family),
+    so gating twenty benchmarks keeps the chance of any false alarm at alpha, not ~20 alpha."""
+    if not comparisons:
+        return []
+    slow = holm_adjust([c.p_slower if c.p_slower_raw is None else c.p_slower_raw for c in comparisons])
+    fast = holm_adjust([c.p_faster if c.p_faster_raw is None else c.p_faster_raw for c in comparisons])
+    out = []
+    for c, ps, pf in zip(comparisons, slow, fast, strict=False):
+        raw_s = c.p_slower if c.p_slower_raw is None else c.p_slower_raw
+        raw_f = c.p_faster if c.p_faster_raw is None else c.p_faster_raw
+        out.append(
+            replace(
+                c,
+                p_slower=ps,
+                p_faster=pf,
+                p_slower_raw=raw_s,
+                p_faster_raw=raw_f,
+                m_tests=len(comparisons),
+                verdict=_decide(ps, pf, c.ratio, c.factor, c.alpha),
+            )
+        )
+    return out
+
+
+CounterVerdict = Literal["regression", "improvement", "unchanged", "missing", "accepted", "new"]
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    """How one counter is judged: relative tolerance and which direction is worse."""
+
+    tolerance: float = 0.0  # |head/base - 1| <= tolerance counts as unchanged (0: exact)
+    higher_is_better: bool = False  # accuracy: a drop regresses; bytes, FLOPs, parameters: a rise
+    unit: str = ""
 
 
 @dataclass(frozen=True)
@@ -296,7 +387,11 @@ class CounterComparison:
     name: str
     base: float | None
     head: float | None
-    verdict: Literal["regression", "improvement", "unchanged", "missing"]
+    verdict: CounterVerdict
+    tolerance: float = 0.0
+    unit: str = ""
+    higher_is_better: bool = False
+    accepted_reason: str | None = None  # set when an entry of the acceptance file accepted head's value
 
     @property
     def change(self) -> float | None:
@@ -308,23 +403,46 @@ class CounterComparison:
         return {**asdict(self), "change": self.change}
 
 
-def compare_counters(base: dict[str, float], head: dict[str, float]) -> list[CounterComparison]:
-    """Deterministic counters compare EXACTLY: any increase is a regression.
+def _counter_verdict(b: float, h: float, spec: CounterSpec) -> CounterVerdict:
+    if h == b:
+        return "unchanged"
+    scale = abs(b) if b != 0 else 1.0
+    if abs(h - b) <= spec.tolerance * scale:
+        return "unchanged"
+    worse = h < b if spec.higher_is_better else h > b
+    return "regression" if worse else "improvement"
+
+
+def compare_counters(
+    base: dict[str, float],
+    head: dict[str, float],
+    specs: dict[str, CounterSpec] | None = None,
+    accepted: dict[str, tuple[float, str]] | None = None,
+) -> list[CounterComparison]:
+    """Deterministic counters: a change beyond the counter's relative tolerance (default 0: exact) in
+    its worse direction is a regression, unless ``accepted[name] == (head value, reason)`` accepts it
+    (within the same tolerance), which turns it into "accepted".
 
     A counter the base has but the head lacks is "missing" (the gate fails closed on it); one only the
-    head has is new and reported as unchanged with base=None.
+    head has is "new" (base=None).
     """
+    specs = specs or {}
+    accepted = accepted or {}
     out: list[CounterComparison] = []
     for name in sorted(set(base) | set(head)):
         b, h = base.get(name), head.get(name)
+        spec = specs.get(name, CounterSpec())
+        kw = {"tolerance": spec.tolerance, "unit": spec.unit, "higher_is_better": spec.higher_is_better}
         if h is None:
-            out.append(CounterComparison(name, b, None, "missing"))
+            out.append(CounterComparison(name, b, None, "missing", **kw))
         elif b is None:
-            out.append(CounterComparison(name, None, h, "unchanged"))
-        elif h > b:
-            out.append(CounterComparison(name, b, h, "regression"))
-        elif h < b:
-            out.append(CounterComparison(name, b, h, "improvement"))
+            out.append(CounterComparison(name, None, h, "new", **kw))
         else:
-            out.append(CounterComparison(name, b, h, "unchanged"))
+            verdict = _counter_verdict(b, h, spec)
+            reason = None
+            if verdict == "regression" and name in accepted:
+                value, why = accepted[name]
+                if _counter_verdict(value, h, CounterSpec(spec.tolerance)) == "unchanged":
+                    verdict, reason = "accepted", why
+            out.append(CounterComparison(name, b, h, verdict, accepted_reason=reason, **kw))
     return out

@@ -1,38 +1,231 @@
-"""Measurement worker for the benchmark gate: ONE revision's code, driven over stdin/stdout.
+"""Measurement worker for the benchmark gate: ONE revision's benchmarks, driven over stdin/stdout.
 
 The gate copies this file (from ITS OWN revision: the measured revisions may not have it, or have
 another version of it) into a temp dir and starts it as a script with PYTHONPATH = the revision's
-tree, so ``import moola`` is that revision's code. It must therefore depend on nothing but the
-standard library, numpy, torch and the moola contracts (``moola.data.synthetic.default_dataset``,
-``moola.models.get_model``/``get_spec``, ``moola.features.transform``,
-``moola.train.trainer.fit_tensors``).
+tree, so ``import moola`` and ``import benchmarks`` are that revision's code: each revision's own
+benchmark definitions measure it. It depends on nothing but the standard library (torch and numpy are
+whatever the benchmarks import). ``discover`` is also what the pytest-benchmark collector uses, so asv,
+pytest-benchmark and the gate all run the same asv-style definitions in ``benchmarks/*.py``:
+functions or methods named ``time_*`` (seconds per call), ``peakmem_*`` (peak RSS during a call, a
+statistical measure here) and ``track_*`` (a returned, deterministic counter), with asv's ``params``,
+``setup``, ``setup_cache`` and ``number``; NotImplementedError from a setup means "skipped".
 
 Protocol (one JSON object per line; the worker's own stdout is redirected to stderr so a stray print
 in the measured code cannot corrupt it):
 
-    worker -> gate  {"type": "ready", "counters": {...}, "meta": {...}}   after setup + burn-in
-    gate -> worker  "round"          worker -> gate  {"type": "round", "seconds": 0.37}
-    gate -> worker  "quit"           (or EOF) the worker exits 0
-    on any failure  {"type": "error", "message": "..."} and exit code 1
-
-The gate keeps both workers alive and alternates rounds between them (A B B A A B ...), so the two
-revisions see the same machine conditions and pay torch's import/warm-up cost once.
+    worker -> gate  {"type": "list", "benchmarks": [spec, ...], "meta": {...}}        at start
+    gate -> worker  {"cmd": "prepare", "names": [...], "burn_in": 1, "min_sample_s": 0.05}
+    worker -> gate  {"type": "ready", "counters": {...}, "skipped": {...}, "numbers": {...}}
+    gate -> worker  {"cmd": "pin", "cpu": 1}  -> {"type": "pinned"}
+    gate -> worker  {"cmd": "sample", "name": N, "number": 8} -> {"type": "sample", "value": 0.37}
+    gate -> worker  {"cmd": "quit"}     (or EOF) the worker exits 0
+    on any failure  {"type": "error", "benchmark": N or null, "message": "..."} and exit code 1
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
+import gc
+import hashlib
+import importlib
+import inspect
+import itertools
 import json
+import math
 import os
+import re
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-PHYSICS_MODULE = "moola_gate_physics"  # the gate's own diagnostics/physics.py, copied beside this file
+KINDS = ("time", "peakmem", "track")
+DEFAULT_FACTOR = 1.10
+BYTES_TOLERANCE = 0.01  # byte counters: within 1% is "unchanged" (allocator-independent, yet tiny
+# buffers come and go with harmless changes); parameters, FLOPs and the rest compare exactly
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark that could not be imported, set up or run: names the benchmark."""
+
+    def __init__(self, benchmark: str | None, message: str):
+        super().__init__(message)
+        self.benchmark = benchmark
+
+
+@dataclass
+class Benchmark:
+    """One asv-style benchmark with one parameter combination."""
+
+    name: str  # module.Class.method(params) -- the id used everywhere (reports, --bench, acceptance)
+    kind: str  # time | peakmem | track
+    unit: str
+    factor: float  # timing/peakmem ratio that counts as a regression
+    tolerance: float  # counter: relative tolerance
+    higher_is_better: bool
+    definition: str  # short hash of the benchmark's source (+ the shared helpers): differs -> say so
+    number: int = 0  # calls per timing sample; 0 = calibrate
+    gated: bool = True  # ``gate = False``: a reference baseline (not product code) the gate only lists
+    owner: Any = field(default=None, repr=False)  # the class, or None for a module-level function
+    method: str = ""
+    params: tuple[Any, ...] = ()
+
+    def spec(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("owner", "params", "method"):
+            d.pop(key)
+        return d
+
+
+def _attr(fn: Any, owner: Any, name: str, default: Any) -> Any:
+    value = getattr(fn, name, None)
+    if value is None and owner is not None:
+        value = getattr(owner, name, None)
+    return default if value is None else value
+
+
+def _param_grid(owner: Any) -> list[tuple[Any, ...]]:
+    params = getattr(owner, "params", None) if owner is not None else None
+    if not params:
+        return [()]
+    if not isinstance(params[0], (list, tuple)):  # asv: a flat list is one parameter
+        params = [params]
+    return list(itertools.product(*params))
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return repr(obj)
+
+
+def discover(root: str | os.PathLike[str], pattern: str | None = None) -> list[Benchmark]:
+    """Every benchmark under ``root/benchmarks`` (a package importable from ``root``), sorted by name,
+    filtered by the regular expression ``pattern`` (``re.search`` on the name) when given."""
+    bench_dir = Path(root) / "benchmarks"
+    if not (bench_dir / "__init__.py").exists():
+        raise BenchmarkError(None, f"{bench_dir} is not a benchmark package (no __init__.py)")
+    helpers = "".join(p.read_text(errors="replace") for p in sorted(bench_dir.glob("_*.py")))
+    regex = re.compile(pattern) if pattern else None
+    found: list[Benchmark] = []
+    for path in sorted(bench_dir.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        mod_name = f"benchmarks.{path.stem}"
+        try:
+            module = importlib.import_module(mod_name)
+        except Exception as exc:
+            raise BenchmarkError(mod_name, f"benchmark module {mod_name} does not import: {exc}") from exc
+        for obj_name, obj in sorted(vars(module).items()):
+            if getattr(obj, "__module__", None) != mod_name:
+                continue
+            if inspect.isclass(obj):
+                members = [(m, getattr(obj, m)) for m in sorted(dir(obj)) if m.split("_", 1)[0] in KINDS]
+                owner, prefix = obj, f"{path.stem}.{obj_name}."
+            elif inspect.isfunction(obj) and obj_name.split("_", 1)[0] in KINDS:
+                members, owner, prefix = [(obj_name, obj)], None, f"{path.stem}."
+            else:
+                continue
+            digest = hashlib.sha256((_source(obj) + helpers).encode()).hexdigest()[:12]
+            for method, fn in members:
+                if not callable(fn) or "_" not in method:
+                    continue
+                kind = method.split("_", 1)[0]
+                default_unit = {"time": "s", "peakmem": "bytes"}.get(kind, "unit")
+                unit = str(_attr(fn, None, "unit", default_unit)) if kind == "track" else default_unit
+                tol_default = BYTES_TOLERANCE if unit == "bytes" else 0.0
+                for combo in _param_grid(owner):
+                    suffix = f"({', '.join(str(v) for v in combo)})" if combo else ""
+                    name = f"{prefix}{method}{suffix}"
+                    if regex is not None and not regex.search(name):
+                        continue
+                    found.append(
+                        Benchmark(
+                            name=name,
+                            kind=kind,
+                            unit=unit,
+                            factor=float(_attr(fn, owner, "gate_factor", DEFAULT_FACTOR)),
+                            tolerance=float(_attr(fn, owner, "gate_tolerance", tol_default)),
+                            higher_is_better=bool(_attr(fn, owner, "gate_higher_is_better", False)),
+                            definition=digest,
+                            number=int(_attr(fn, owner, "number", 0) or 0),
+                            gated=bool(_attr(fn, None, "gate", True)),
+                            owner=owner,
+                            method=method,
+                            params=tuple(combo),
+                        )
+                    )
+    return sorted(found, key=lambda b: b.name)
+
+
+class Runner:
+    """Sets benchmarks up (one instance per class and parameter combination, one ``setup_cache`` per
+    class, as asv shares them) and calls them."""
+
+    def __init__(self, benchmarks: list[Benchmark]):
+        self.by_name = {b.name: b for b in benchmarks}
+        self._instances: dict[tuple[Any, tuple[Any, ...]], Any] = {}
+        self._caches: dict[Any, tuple[Any, ...]] = {}
+
+    def _cache_args(self, b: Benchmark) -> tuple[Any, ...]:
+        owner = b.owner
+        if owner is None or not hasattr(owner, "setup_cache"):
+            return ()
+        if owner not in self._caches:
+            self._caches[owner] = (owner().setup_cache(),)
+        return self._caches[owner]
+
+    def call(self, b: Benchmark) -> Callable[[], Any]:
+        """The benchmark as a zero-argument callable, set up (NotImplementedError: skipped)."""
+        args = self._cache_args(b) + b.params
+        if b.owner is None:
+            fn = sys.modules[f"benchmarks.{b.name.split('.')[0]}"].__dict__[b.method]
+            setup = getattr(fn, "setup", None)
+            if setup is not None:
+                setup(*args)
+            return lambda: fn(*args)
+        key = (b.owner, b.params)
+        if key not in self._instances:
+            inst = b.owner()
+            if hasattr(inst, "setup"):
+                inst.setup(*args)
+            self._instances[key] = inst
+        method = getattr(self._instances[key], b.method)
+        return lambda: method(*args)
+
+
+def time_call(fn: Callable[[], Any], number: int) -> float:
+    """Seconds per call over ``number`` back-to-back calls (garbage collected before, not during)."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return (time.perf_counter() - t0) / number
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def peak_rss_call(fn: Callable[[], Any]) -> float | None:
+    """Peak RSS (bytes) during one call; None where the peak cannot be reset (not Linux)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        return None
+    fn()
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(int(line.split()[1]) * 1024)
+    return None
 
 
 def _emit(stream: Any, payload: dict[str, Any]) -> None:
@@ -40,90 +233,19 @@ def _emit(stream: Any, payload: dict[str, Any]) -> None:
     stream.flush()
 
 
-def load_physics(path: Path | None = None) -> Any:
-    """The analytic cost model (diagnostics/physics.py) loaded from a FILE, not from the measured tree:
-    by default the gate's own copy beside this script, so both revisions are measured with one ruler.
-    None when unavailable."""
-    here = path or Path(__file__).resolve().parent / f"{PHYSICS_MODULE}.py"
-    if not here.exists():
-        return None
-    spec = importlib.util.spec_from_file_location(PHYSICS_MODULE, here)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PHYSICS_MODULE] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-class AllocCounter:
-    """Bytes of tensor storage created by every aten op (forward, backward, optimizer) under the mode.
-
-    Deterministic on CPU: it depends only on the op sequence and shapes, not on the allocator, caching
-    or thread scheduling. Outputs that alias an input (in-place ops, views) are not new allocations.
-    """
-
-    def __new__(cls) -> Any:
-        import torch
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils._pytree import tree_flatten
-
-        class Mode(TorchDispatchMode):
-            def __init__(self) -> None:
-                super().__init__()
-                self.bytes = 0
-                self.ops = 0
-
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-                out = func(*args, **(kwargs or {}))
-                self.ops += 1
-                inputs = {
-                    t.untyped_storage().data_ptr()
-                    for t in tree_flatten((args, kwargs))[0]
-                    if isinstance(t, torch.Tensor)
-                }
-                seen: set[int] = set()
-                for t in tree_flatten(out)[0]:
-                    if isinstance(t, torch.Tensor):
-                        storage = t.untyped_storage()
-                        ptr = storage.data_ptr()
-                        if ptr not in inputs and ptr not in seen:
-                            seen.add(ptr)
-                            self.bytes += storage.nbytes()
-                return out
-
-        return Mode()
-
-
-def flops_per_epoch(physics: Any, model: Any, n: int, batch: int, T: int, F: int) -> int | None:
-    """Analytic training FLOPs of one epoch (``physics.count_flops(...).training_step`` per batch:
-    full batches plus the ragged last one)."""
-    if physics is None or not hasattr(physics, "count_flops"):
-        return None
-
-    def step_flops(b: int) -> int:
-        count = physics.count_flops(model, b, T, n_features=F)
-        return int(getattr(count, "training_step", count))
-
-    full, rest = divmod(n, batch)
-    return full * step_flops(batch) + (step_flops(rest) if rest else 0)
+def _number_for(b: Benchmark, fn: Callable[[], Any], min_sample_s: float) -> int:
+    if b.number > 0:
+        return b.number
+    once = time_call(fn, 1)
+    return max(1, min(1000, math.ceil(min_sample_s / max(once, 1e-6))))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True, help="the revision tree that must provide `moola`")
-    parser.add_argument("--model", default="jade_compact")
-    parser.add_argument("--epochs-per-round", type=int, default=4)
-    parser.add_argument("--windows", type=int, default=0, help="first N windows of the default set (0: all)")
-    parser.add_argument("--burn-in", type=int, default=2, help="untimed rounds before 'ready'")
+    parser.add_argument("--bench", default=None, help="regular expression selecting benchmarks")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-counters", action="store_true")
-    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU (Linux)")
     args = parser.parse_args(argv)
-    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
-        # Both workers on the SAME core: neither gets a quieter core than the other for the whole run.
-        os.sched_setaffinity(0, {args.cpu})
 
     # The protocol gets the real stdout; everything else printed goes to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -131,83 +253,94 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = sys.stderr
     try:
         return _serve(args, proto)
+    except BenchmarkError as exc:
+        traceback.print_exc()
+        _emit(proto, {"type": "error", "benchmark": exc.benchmark, "message": str(exc)[:500]})
+        return 1
     except Exception as exc:  # fail closed: the gate turns this into "could not measure"
         traceback.print_exc()
-        _emit(proto, {"type": "error", "message": f"{type(exc).__name__}: {exc}"[:500]})
+        _emit(proto, {"type": "error", "benchmark": None, "message": f"{type(exc).__name__}: {exc}"[:500]})
         return 1
 
 
 def _serve(args: argparse.Namespace, proto: Any) -> int:
-    import numpy as np
-    import torch
+    root = Path(args.root).resolve()
+    with contextlib.suppress(ImportError):
+        import torch
 
-    torch.set_num_threads(args.threads)
-    with contextlib.suppress(RuntimeError):  # already set (only possible once per process)
-        torch.set_num_interop_threads(1)
-
+        torch.set_num_threads(args.threads)
+        with contextlib.suppress(RuntimeError):  # already set (only possible once per process)
+            torch.set_num_interop_threads(1)
     import moola
 
-    root = Path(args.root).resolve()
     where = Path(moola.__file__).resolve()
     if root not in where.parents:
         raise RuntimeError(f"imported moola from {where}, not from the revision tree {root}")
-
-    from moola.data.synthetic import default_dataset
-    from moola.features import transform
-    from moola.models import get_model, get_spec
-    from moola.train.trainer import fit_tensors
-
-    ds = default_dataset()
-    if args.windows:
-        ds = ds.subset(np.arange(min(args.windows, len(ds))))
-    spec = get_spec(args.model)
-    X_np = transform(ds.X, spec.feature_set)
-    X = torch.as_tensor(np.ascontiguousarray(X_np, dtype=np.float32))
-    y = torch.as_tensor(np.asarray(ds.y, dtype=np.int64))
-    n, T, F = (int(s) for s in X.shape)
-
-    def fresh_model() -> Any:
-        torch.manual_seed(args.seed)
-        return get_model(args.model, n_features=F, n_classes=ds.n_classes)
-
-    counters: dict[str, int] = {}
+    benchmarks = discover(root, args.bench)
     meta: dict[str, Any] = {
         "moola_path": str(where.parent),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "n_windows": n,
-        "window_length": T,
-        "n_features": F,
-        "epochs_per_round": args.epochs_per_round,
+        "python": sys.version.split()[0],
+        "torch": getattr(sys.modules.get("torch"), "__version__", None),
+        "threads": args.threads,
+        "device": os.environ.get("MOOLA_BENCH_DEVICE", "cpu"),
         "pid": os.getpid(),
-        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
-    model = fresh_model()
-    if not args.no_counters:
-        counters["parameters"] = int(sum(p.numel() for p in model.parameters()))
-        batch = 16  # TrainConfig's default batch size, which fit_tensors uses
-        flops = flops_per_epoch(load_physics(), model, n, batch, T, F)
-        if flops is not None:
-            counters["flops_per_epoch"] = flops
-        counter = AllocCounter()
-        with counter:
-            fit_tensors(model, X, y, 1, "cpu", seed=args.seed)
-        counters["alloc_bytes_per_epoch"] = int(counter.bytes)
-        meta["aten_ops_per_epoch"] = int(counter.ops)
-
-    for _ in range(args.burn_in):
-        fit_tensors(model, X, y, args.epochs_per_round, "cpu", seed=args.seed)
-    _emit(proto, {"type": "ready", "counters": counters, "meta": meta})
+    _emit(proto, {"type": "list", "benchmarks": [b.spec() for b in benchmarks], "meta": meta})
+    runner = Runner(benchmarks)
+    calls: dict[str, tuple[Callable[[], Any], int]] = {}
 
     for line in sys.stdin:
-        command = line.strip()
-        if command == "quit":
+        if not line.strip():
+            continue
+        msg = json.loads(line)
+        cmd = msg.get("cmd")
+        if cmd == "quit":
             break
-        if command != "round":
-            raise RuntimeError(f"unknown command {command!r}")
-        t0 = time.perf_counter()
-        fit_tensors(model, X, y, args.epochs_per_round, "cpu", seed=args.seed)
-        _emit(proto, {"type": "round", "seconds": time.perf_counter() - t0})
+        if cmd == "prepare":
+            counters: dict[str, float] = {}
+            skipped: dict[str, str] = {}
+            for name in msg["names"]:
+                b = runner.by_name[name]
+                try:
+                    fn = runner.call(b)
+                    if b.kind == "track":
+                        value = fn()
+                        if not isinstance(value, (int, float)) or isinstance(value, bool):
+                            raise TypeError(f"returned {value!r}, not a number")
+                        counters[name] = float(value)
+                        continue
+                    if b.kind == "peakmem" and peak_rss_call(lambda: None) is None:
+                        skipped[name] = "peak RSS cannot be reset on this platform"
+                        continue
+                    number = _number_for(b, fn, float(msg.get("min_sample_s", 0.05)))
+                    for _ in range(int(msg.get("burn_in", 1))):
+                        time_call(fn, number)
+                    calls[name] = (fn, number)
+                except NotImplementedError as exc:
+                    skipped[name] = str(exc) or "NotImplementedError"
+                except Exception as exc:
+                    traceback.print_exc()
+                    raise BenchmarkError(name, f"{type(exc).__name__}: {exc}") from exc
+            numbers = {n: c[1] for n, c in calls.items()}
+            _emit(proto, {"type": "ready", "counters": counters, "skipped": skipped, "numbers": numbers})
+        elif cmd == "pin":
+            # Both workers on the SAME core for the timed rounds: neither gets a quieter core all run long.
+            if hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, {int(msg["cpu"])})
+            _emit(proto, {"type": "pinned"})
+        elif cmd == "sample":
+            name = msg["name"]
+            fn, number = calls[name]
+            number = int(msg.get("number") or number)  # the gate gives both sides the same count
+            b = runner.by_name[name]
+            try:
+                value = peak_rss_call(fn) if b.kind == "peakmem" else time_call(fn, number)
+            except Exception as exc:
+                traceback.print_exc()
+                raise BenchmarkError(name, f"{type(exc).__name__}: {exc}") from exc
+            _emit(proto, {"type": "sample", "value": value})
+        else:
+            raise RuntimeError(f"unknown command {cmd!r}")
     return 0
 
 

@@ -1,0 +1,61 @@
+"""The sensitivity tool injects what it is asked to: ``--inject spin`` is CPU work, not a sleep."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from diagnostics.gate.sensitivity import measure, patch_family, patch_slow_call
+from moola.errors import MoolaError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path, name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["spin", "sleep"])
+def test_injected_slowdown_is_cpu_work_only_when_spinning(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "work.py").write_text(
+        "import time\n\n\ndef work():\n    t = time.perf_counter()\n    while time.perf_counter() - t < 0.05:\n        pass\n"
+    )
+    patch_slow_call("work.py", "work", 1.0, mode)(tmp_path)
+    module = _load(tmp_path / "work.py", f"gate_work_{mode}")
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # a sleep returns at once and is recorded
+    wall = time.perf_counter()
+    module.work()
+    wall = time.perf_counter() - wall
+    if mode == "spin":
+        # No sleep, yet the call took the injected 100% longer: the time was spent running Python.
+        assert slept == [] and wall >= 0.095
+    else:
+        assert len(slept) == 1 and slept[0] >= 0.05 and wall < 0.095
+
+
+def test_the_measured_variant_is_the_injection_that_was_asked_for(tmp_path: Path) -> None:
+    # Before the fix, --inject was parsed and ignored: every trial's head slept.
+    res = measure(family="train", trials=0, inject="spin", out=None, repo=str(REPO), progress=lambda _m: None)
+    diff = res["variant_diff"]
+    assert "_gate_acc +=" in diff and "sleep" not in diff
+    res = measure(family="load", trials=0, inject="sleep", out=None, repo=str(REPO), progress=lambda _m: None)
+    assert "_gate_time.sleep(" in res["variant_diff"] and "load_windows = _gate_slow" in res["variant_diff"]
+
+
+def test_unknown_family_or_injection_is_a_user_error() -> None:
+    with pytest.raises(MoolaError, match="--family"):
+        patch_family("gpu", 0.2)
+    with pytest.raises(MoolaError, match="--inject"):
+        measure(trials=0, inject="nap", out=None)
