@@ -212,7 +212,7 @@ def test_bench_selecting_nothing_is_a_one_line_error(trial_repo: tuple[Path, str
 
 
 def test_bisect_names_the_first_regressing_commit(trial_repo: tuple[Path, str]) -> None:
-    from diagnostics.gate.bisect import run as bisect
+    from diagnostics.gate.find import run as bisect
 
     repo, base = trial_repo
     touch = _edit(TRAINER, r"^(?P<i>[ \t]+)\"\"\"The one training loop", lambda m: m[0] + " ")

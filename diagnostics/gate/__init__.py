@@ -1,6 +1,8 @@
 """Pre-merge benchmark gate: ``run(base, head)`` -> ``GateReport`` (exit 0 pass, 1 regression, 2 error).
 
-``run`` lives in :mod:`diagnostics.gate.core`, ``gate bisect``'s ``run`` in :mod:`diagnostics.gate.bisect`,
+``run`` lives in :mod:`diagnostics.gate.core`, ``gate bisect``'s ``run`` in :mod:`diagnostics.gate.find`
+(not ``bisect.py``: the worker runs as a script from this folder, where that name would shadow the
+standard library's ``bisect``),
 the statistics in :mod:`diagnostics.gate.stats`, the measurement subprocess (and the benchmark discovery
 shared with the pytest-benchmark driver) in :mod:`diagnostics.gate.worker`, the typer command in
 :mod:`diagnostics.gate.cli`, the power/false-alarm measurement in :mod:`diagnostics.gate.sensitivity`.

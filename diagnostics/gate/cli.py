@@ -177,7 +177,7 @@ def gate_command(
 
     options = {"bench": bench, "factor": factor, "rounds": rounds, "burn_in": burn_in, "alpha": alpha}
     if action == "bisect":
-        from diagnostics.gate.bisect import run as bisect_run
+        from diagnostics.gate.find import run as bisect_run
         from moola.io import atomic_write_json, atomic_write_text
 
         if good is None or bad is None:

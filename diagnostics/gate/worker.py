@@ -36,6 +36,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -171,13 +172,23 @@ class Runner:
         self.by_name = {b.name: b for b in benchmarks}
         self._instances: dict[tuple[Any, tuple[Any, ...]], Any] = {}
         self._caches: dict[Any, tuple[Any, ...]] = {}
+        self._cache_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def _cache_args(self, b: Benchmark) -> tuple[Any, ...]:
         owner = b.owner
         if owner is None or not hasattr(owner, "setup_cache"):
             return ()
         if owner not in self._caches:
-            self._caches[owner] = (owner().setup_cache(),)
+            # As asv does: setup_cache runs in a private directory, so the files it writes (20k-window
+            # parquet files) never land in the checkout. The directory lives as long as the runner.
+            if self._cache_dir is None:
+                self._cache_dir = tempfile.TemporaryDirectory(prefix="moola-bench-cache-")
+            cwd = os.getcwd()
+            os.chdir(self._cache_dir.name)
+            try:
+                self._caches[owner] = (owner().setup_cache(),)
+            finally:
+                os.chdir(cwd)
         return self._caches[owner]
 
     def call(self, b: Benchmark) -> Callable[[], Any]:
