@@ -20,7 +20,6 @@ from diagnostics.result import Status
 from moola.config import TrainConfig
 from moola.models import get_spec
 
-
 TH = Thresholds()
 
 
