@@ -15,7 +15,8 @@ Environment knobs (read when a benchmark is set up):
 ``MOOLA_BENCH_LOAD_WINDOWS``  windows in the loading benchmark's file (default 20,000)
 
 Gate attributes (on a benchmark method or its class; asv ignores them): ``gate_factor`` (timing ratio
-that counts as a regression, default 1.10), ``gate_tolerance`` (a counter's relative tolerance; default
+that counts as a regression, default 1.10), ``gate_rounds`` (interleaved samples per revision, default
+15: more for a short benchmark that a shared machine's bursts disturb), ``gate_tolerance`` (a counter's relative tolerance; default
 0.01 for unit "bytes", else 0: exact), ``gate_higher_is_better`` (a counter whose drop regresses),
 ``gate = False`` on a method (a reference baseline, not product code: listed, not gated).
 """

@@ -168,3 +168,57 @@ def test_cli_bisect_and_missing_options_are_one_line_errors(args: list[str], mes
     assert result.exit_code == 2
     out = (result.stderr if hasattr(result, "stderr") else result.output).strip()
     assert out.count("\n") == 0 and message in out
+
+
+def _tiny_benchmark_repo(root: Path) -> Path:
+    """A git repo whose benchmark package needs nothing but the standard library (and an empty moola)."""
+    import subprocess
+
+    (root / "benchmarks").mkdir(parents=True)
+    (root / "moola").mkdir()
+    (root / "moola" / "__init__.py").write_text("")
+    (root / "benchmarks" / "__init__.py").write_text("")
+    (root / "benchmarks" / "bench_tiny.py").write_text(
+        "import os\n\n\n"
+        "def time_sum():\n"
+        "    sum(range(2000))\n"
+        "    with open(os.environ['PID_LOG'], 'a') as log:\n"
+        "        log.write(f'{os.getpid()}\\n')\n\n\n"
+        "def time_sorted():\n"
+        "    sorted(range(2000, 0, -1))\n\n\n"
+        "time_sorted.gate_rounds = 5\n"
+    )
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny"], check=True)
+    return root
+
+
+def test_each_benchmark_gets_its_gate_rounds_unless_rounds_overrides(tmp_path: Path) -> None:
+    repo = _tiny_benchmark_repo(tmp_path / "repo")
+    pid_log = tmp_path / "pids.txt"
+    env = {"*": {"PID_LOG": str(pid_log)}}
+    options = {"repo": repo, "burn_in": 0, "min_sample_s": 0.002, "pin_cpu": False, "worker_env": env}
+    report = run("HEAD", "HEAD", **options)
+    taken = {name.split(".")[-1]: len(s["head"]) for name, s in report.samples.items()}
+    assert taken == {"time_sum": 15, "time_sorted": 5}, report.all_errors()
+    assert "5-15 interleaved rounds" in report.to_markdown()
+    assert len(set(pid_log.read_text().split())) == 2 * 2  # two worker pairs (the default), one per side
+
+    pid_log.unlink()
+    report = run("HEAD", "HEAD", rounds=3, processes=3, **options)
+    assert {len(s["base"]) for s in report.samples.values()} == {3}
+    assert "· 3 interleaved rounds" in report.to_markdown()
+    assert len(set(pid_log.read_text().split())) == 2 * 3
+
+
+def test_round_schedule_spreads_short_benchmarks_over_every_worker_pair() -> None:
+    from diagnostics.gate.core import round_schedule
+
+    pairs = round_schedule({"short": 15, "long": 45, "tiny": 2}, processes=2)
+    assert [len(p) for p in pairs] == [22, 23]
+    for name, want in (("short", 15), ("long", 45), ("tiny", 2)):
+        per_pair = [sum(name in due for due in p) for p in pairs]
+        assert sum(per_pair) == want and min(per_pair) >= 1
+        assert max(per_pair) - min(per_pair) <= 1 + want // 15  # evenly split, not bunched in one pair

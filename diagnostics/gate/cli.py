@@ -134,8 +134,24 @@ def gate_command(
         ),
     ] = None,
     rounds: Annotated[
-        int, typer.Option("--rounds", help="Interleaved samples per benchmark and revision.", min=2)
-    ] = 15,
+        int | None,
+        typer.Option(
+            "--rounds",
+            help="Interleaved samples per benchmark and revision, for every benchmark (default: each"
+            " benchmark's gate_rounds, 15 unless it sets one).",
+            min=2,
+            show_default=False,
+        ),
+    ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            help="Worker pairs per run, one after another, sharing the rounds: a process's own speed"
+            " (code and heap layout) then averages out instead of biasing every pair.",
+            min=1,
+        ),
+    ] = 2,
     burn_in: Annotated[
         int, typer.Option("--burn-in", help="Untimed samples per benchmark before the rounds.", min=0)
     ] = 1,
@@ -175,7 +191,14 @@ def gate_command(
     def say(msg: str) -> None:
         console.print(f"[dim]{escape(msg)}[/]")
 
-    options = {"bench": bench, "factor": factor, "rounds": rounds, "burn_in": burn_in, "alpha": alpha}
+    options = {
+        "bench": bench,
+        "factor": factor,
+        "rounds": rounds,
+        "processes": processes,
+        "burn_in": burn_in,
+        "alpha": alpha,
+    }
     if action == "bisect":
         from diagnostics.gate.find import run as bisect_run
         from moola.io import atomic_write_json, atomic_write_text

@@ -208,16 +208,20 @@ def _start_worker(
     threads: int,
     timeout_s: float,
     extra_env: dict[str, str] | None,
+    process: int = 0,
 ) -> _Worker:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PINNED_ENV)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = str(tree)
     env.update(extra_env or {})
+    cache_dir = workdir / f"{label}-cache"  # one per revision, shared by its successive workers
+    cache_dir.mkdir(exist_ok=True)
     cmd = [python, str(workdir / "moola_gate_worker.py"), "--root", str(tree), "--threads", str(threads)]
-    rundir = workdir / f"{label}-run"  # not the tree: a stray relative write (setup_cache) lands here
+    cmd += ["--cache-dir", str(cache_dir)]
+    rundir = workdir / f"{label}-run"  # not the tree: a stray relative write lands here
     rundir.mkdir(exist_ok=True)
-    stderr_path = workdir / f"{label}.stderr.log"
+    stderr_path = workdir / f"{label}-{process}.stderr.log"
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(
             cmd,
@@ -235,6 +239,19 @@ def _pick_cpu() -> int | None:
     if not hasattr(os, "sched_getaffinity"):
         return None
     return max(os.sched_getaffinity(0))
+
+
+def round_schedule(n_rounds: dict[str, int], processes: int) -> list[list[list[str]]]:
+    """Which benchmarks sample in which round, split over ``processes`` successive worker pairs.
+
+    The run has max(n_rounds) rounds; a benchmark with fewer takes its samples spread evenly over them
+    (not bunched at the start), so every benchmark sees the whole run and every worker pair. Returns
+    one list of rounds per worker pair, each round the names due in it, in the given order.
+    """
+    total = max(n_rounds.values(), default=0)
+    rounds = [[n for n, r in n_rounds.items() if (i + 1) * r // total > i * r // total] for i in range(total)]
+    pairs = max(1, min(processes, total))
+    return [rounds[k * total // pairs : (k + 1) * total // pairs] for k in range(pairs)]
 
 
 def compile_selection(bench: str | None) -> re.Pattern[str] | None:
@@ -291,7 +308,8 @@ def run(
     factor: float | None = None,
     *,
     bench: str | None = None,
-    rounds: int = 15,
+    rounds: int | None = None,
+    processes: int = 2,
     burn_in: int = 1,
     alpha: float = 0.05,
     threads: int = 1,
@@ -308,7 +326,8 @@ def run(
 ) -> GateReport:
     """Compare ``head`` against ``base`` over the selected benchmarks; ``report.exit_code`` is the verdict.
 
-    ``factor`` overrides every benchmark's own ``gate_factor`` (default 1.10); ``alpha`` is the
+    ``factor`` overrides every benchmark's own ``gate_factor`` (default 1.10) and ``rounds`` its
+    ``gate_rounds`` (default 15); ``alpha`` is the
     family-wise significance level over all timed benchmarks (Holm). Raises MoolaError for bad input
     (unknown revision, bad option, a ``bench`` selecting nothing, a malformed acceptance file);
     everything that goes wrong while measuring ends up in ``report.errors`` (exit code 2) so the
@@ -318,8 +337,10 @@ def run(
     """
     if factor is not None and not factor > 1.0:
         raise MoolaError(f"--factor must be > 1.0 (got {factor})")
-    if rounds < 2:
+    if rounds is not None and rounds < 2:
         raise MoolaError(f"--rounds must be >= 2 (got {rounds})")
+    if processes < 1:
+        raise MoolaError(f"--processes must be >= 1 (got {processes})")
     if burn_in < 0 or threads < 1 or not min_sample_s > 0:
         raise MoolaError("--burn-in must be >= 0, --threads >= 1 and the sample time > 0")
     if not 0 < alpha < 1:
@@ -334,7 +355,8 @@ def run(
         "factor": factor if factor is not None else "per benchmark (default 1.10)",
         "alpha": alpha,
         "correction": "holm",
-        "rounds": rounds,
+        "rounds": rounds if rounds is not None else "per benchmark (default 15)",
+        "processes": processes,
         "burn_in": burn_in,
         "bench": bench or "all",
         "threads": threads,
@@ -355,8 +377,9 @@ def run(
                 trees[rev.label] = materialize(root, rev, tmpdir / rev.label)
             accepted = load_accepted(trees["head"] / ACCEPTED_FILE)
             envs = worker_env or {}
-            for rev in (base_rev, head_rev):
-                workers.append(
+
+            def start_pair(process: int) -> None:
+                workers[:] = [
                     _start_worker(
                         rev.label,
                         rev.sha,
@@ -366,8 +389,12 @@ def run(
                         threads=threads,
                         timeout_s=round_timeout_s,
                         extra_env={**envs.get("*", {}), **envs.get(rev.label, {})},
+                        process=process,
                     )
-                )
+                    for rev in (base_rev, head_rev)
+                ]
+
+            start_pair(0)
             say("workers started: discovering benchmarks")
             specs: dict[str, dict[str, dict[str, Any]]] = {}
             for w in workers:
@@ -402,19 +429,36 @@ def run(
                 for name, why in ready.get("skipped", {}).items():
                     report.skipped.setdefault(name, {})[side] = why
             timed = [n for n in both if specs["head"][n]["kind"] != "track" and n not in report.skipped]
-            if cpu is not None:
-                for w in workers:
-                    w.send(cmd="pin", cpu=cpu)
-                    w.expect("pinned")
             # One call count per benchmark for both sides (base's calibration): the same work per sample.
             numbers = {n: base_ready.get("numbers", {}).get(n) for n in timed}
+            n_rounds = {n: rounds or int(specs["head"][n]["rounds"]) for n in timed}
+            schedule = round_schedule(n_rounds, processes)
             samples: dict[str, dict[str, list[float]]] = {n: {"base": [], "head": []} for n in timed}
-            for i in range(rounds if timed else 0):
-                for j, name in enumerate(timed):
-                    order = workers if (i + j) % 2 == 0 else workers[::-1]
-                    for w in order:
-                        samples[name][w.label].append(w.sample(name, numbers[name]))
-                say(f"round {i + 1}/{rounds} done ({len(timed)} timed benchmark(s))")
+            for process, process_rounds in enumerate(schedule):
+                if process > 0:
+                    # A fresh pair: each process has its own speed (code and heap layout), constant
+                    # for its life, so pairs from one process pair share its bias. Several pairs turn
+                    # that bias into noise that averages out (asv's ``processes``, 2 by default).
+                    for w in workers:
+                        w.close()
+                    start_pair(process)
+                    say(f"worker pair {process + 1}/{len(schedule)}: setup (setup_cache reused)")
+                    for w in workers:
+                        w.expect("list", startup_timeout_s)
+                        w.send(cmd="prepare", names=timed, burn_in=burn_in, min_sample_s=min_sample_s)
+                    for w in workers:
+                        w.expect("ready", startup_timeout_s)
+                if cpu is not None:
+                    for w in workers:
+                        w.send(cmd="pin", cpu=cpu)
+                        w.expect("pinned")
+                for due in process_rounds:
+                    for name in due:
+                        # AB, BA, AB, ... per benchmark: each side goes first equally often.
+                        order = workers if len(samples[name]["base"]) % 2 == 0 else workers[::-1]
+                        for w in order:
+                            samples[name][w.label].append(w.sample(name, numbers[name]))
+                say(f"worker pair {process + 1}/{len(schedule)}: {len(process_rounds)} round(s) done")
             report.samples = samples
             comparisons = []
             for name in timed:

@@ -101,6 +101,13 @@ class GateReport:
             errs.append("no benchmark was compared")
         return errs
 
+    def _rounds(self) -> str:
+        """Rounds actually taken: one number, or the range when benchmarks set their own gate_rounds."""
+        counts = sorted({len(s["base"]) for s in self.samples.values()})
+        if not counts:
+            return str(self.settings.get("rounds"))
+        return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
     def verdict_line(self) -> str:
         n = len(self.timings) + len(self.counters)
         if self.status == "error":
@@ -170,7 +177,7 @@ class GateReport:
             "",
             f"base `{self.base.spec}` ({_short(self.base.sha)}) vs head `{self.head.spec}` ({_short(self.head.sha)})"
             f" · alpha {self.settings.get('alpha')} ({self.settings.get('correction', 'holm')} over"
-            f" {len(self.timings)} timed benchmark(s)) · {self.settings.get('rounds')} interleaved rounds"
+            f" {len(self.timings)} timed benchmark(s)) · {self._rounds()} interleaved rounds"
             f" · {self.wall_s:.0f} s",
             "",
         ]

@@ -214,7 +214,7 @@ def measure(
     identical_bench: str | None = None,
     busy: bool = False,
     pin: bool = True,
-    rounds: int = 15,
+    rounds: int | None = None,
     alpha: float = 0.05,
     check_hidden: bool = False,
     out: str | None = "reports/gate-sensitivity.json",
@@ -331,7 +331,9 @@ def sensitivity_command(
         bool, typer.Option("--busy", help="Keep another process doing CPU work meanwhile.")
     ] = False,
     no_pin: Annotated[bool, typer.Option("--no-pin", help="Do not pin both workers to one CPU.")] = False,
-    rounds: Annotated[int, typer.Option("--rounds")] = 15,
+    rounds: Annotated[
+        int | None, typer.Option("--rounds", help="Override every benchmark's gate_rounds.", min=2)
+    ] = None,
     alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
     check_hidden: Annotated[
         bool, typer.Option("--check-hidden", help="Also one base..hidden-x2 gate.")

@@ -9,6 +9,8 @@ pytest-benchmark and the gate all run the same asv-style definitions in ``benchm
 functions or methods named ``time_*`` (seconds per call), ``peakmem_*`` (peak RSS during a call, a
 statistical measure here) and ``track_*`` (a returned, deterministic counter), with asv's ``params``,
 ``setup``, ``setup_cache`` and ``number``; NotImplementedError from a setup means "skipped".
+With ``--cache-dir`` every ``setup_cache`` runs there and its result is pickled there, so the next
+worker of the same revision (the gate starts several per revision, one after another) reuses it.
 
 Protocol (one JSON object per line; the worker's own stdout is redirected to stderr so a stray print
 in the measured code cannot corrupt it):
@@ -34,6 +36,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import re
 import sys
 import tempfile
@@ -46,6 +49,7 @@ from typing import Any
 
 KINDS = ("time", "peakmem", "track")
 DEFAULT_FACTOR = 1.10
+DEFAULT_ROUNDS = 15  # interleaved samples per revision unless a benchmark sets gate_rounds
 BYTES_TOLERANCE = 0.01  # byte counters: within 1% is "unchanged" (allocator-independent, yet tiny
 # buffers come and go with harmless changes); parameters, FLOPs and the rest compare exactly
 
@@ -70,6 +74,7 @@ class Benchmark:
     higher_is_better: bool
     definition: str  # short hash of the benchmark's source (+ the shared helpers): differs -> say so
     number: int = 0  # calls per timing sample; 0 = calibrate
+    rounds: int = DEFAULT_ROUNDS  # interleaved samples per revision (``gate_rounds``)
     gated: bool = True  # ``gate = False``: a reference baseline (not product code) the gate only lists
     owner: Any = field(default=None, repr=False)  # the class, or None for a module-level function
     method: str = ""
@@ -155,6 +160,7 @@ def discover(root: str | os.PathLike[str], pattern: str | None = None) -> list[B
                             higher_is_better=bool(_attr(fn, owner, "gate_higher_is_better", False)),
                             definition=digest,
                             number=int(_attr(fn, owner, "number", 0) or 0),
+                            rounds=max(2, int(_attr(fn, owner, "gate_rounds", DEFAULT_ROUNDS))),
                             gated=bool(_attr(fn, None, "gate", True)),
                             owner=owner,
                             method=method,
@@ -168,11 +174,12 @@ class Runner:
     """Sets benchmarks up (one instance per class and parameter combination, one ``setup_cache`` per
     class, as asv shares them) and calls them."""
 
-    def __init__(self, benchmarks: list[Benchmark]):
+    def __init__(self, benchmarks: list[Benchmark], cache_dir: str | os.PathLike[str] | None = None):
         self.by_name = {b.name: b for b in benchmarks}
         self._instances: dict[tuple[Any, tuple[Any, ...]], Any] = {}
         self._caches: dict[Any, tuple[Any, ...]] = {}
-        self._cache_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._own_cache_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
 
     def _cache_args(self, b: Benchmark) -> tuple[Any, ...]:
         owner = b.owner
@@ -180,15 +187,23 @@ class Runner:
             return ()
         if owner not in self._caches:
             # As asv does: setup_cache runs in a private directory, so the files it writes (20k-window
-            # parquet files) never land in the checkout. The directory lives as long as the runner.
+            # parquet files) never land in the checkout. An own directory lives as long as the runner;
+            # the gate's --cache-dir as long as the gate, with the result pickled for the next worker.
             if self._cache_dir is None:
-                self._cache_dir = tempfile.TemporaryDirectory(prefix="moola-bench-cache-")
-            cwd = os.getcwd()
-            os.chdir(self._cache_dir.name)
-            try:
-                self._caches[owner] = (owner().setup_cache(),)
-            finally:
-                os.chdir(cwd)
+                self._own_cache_dir = tempfile.TemporaryDirectory(prefix="moola-bench-cache-")
+                self._cache_dir = Path(self._own_cache_dir.name)
+            saved = self._cache_dir / f"{owner.__module__}.{owner.__qualname__}.pickle"
+            if saved.exists():
+                self._caches[owner] = (pickle.loads(saved.read_bytes()),)
+            else:
+                cwd = os.getcwd()
+                os.chdir(self._cache_dir)
+                try:
+                    value = owner().setup_cache()
+                finally:
+                    os.chdir(cwd)
+                saved.write_bytes(pickle.dumps(value))
+                self._caches[owner] = (value,)
         return self._caches[owner]
 
     def call(self, b: Benchmark) -> Callable[[], Any]:
@@ -256,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="the revision tree that must provide `moola`")
     parser.add_argument("--bench", default=None, help="regular expression selecting benchmarks")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache-dir", default=None, help="where setup_cache runs and its result is kept")
     args = parser.parse_args(argv)
 
     # The protocol gets the real stdout; everything else printed goes to stderr.
@@ -297,7 +313,7 @@ def _serve(args: argparse.Namespace, proto: Any) -> int:
         "pid": os.getpid(),
     }
     _emit(proto, {"type": "list", "benchmarks": [b.spec() for b in benchmarks], "meta": meta})
-    runner = Runner(benchmarks)
+    runner = Runner(benchmarks, args.cache_dir)
     calls: dict[str, tuple[Callable[[], Any], int]] = {}
 
     for line in sys.stdin:
