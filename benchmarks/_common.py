@@ -16,7 +16,8 @@ Environment knobs (read when a benchmark is set up):
 
 Gate attributes (on a benchmark method or its class; asv ignores them): ``gate_factor`` (timing ratio
 that counts as a regression, default 1.10), ``gate_rounds`` (interleaved samples per revision, default
-15: more for a short benchmark that a shared machine's bursts disturb), ``gate_tolerance`` (a counter's relative tolerance; default
+15: more for a short benchmark that a shared machine's bursts disturb; a number, or a dict from the
+parameter value to one), ``gate_tolerance`` (a counter's relative tolerance; default
 0.01 for unit "bytes", else 0: exact), ``gate_higher_is_better`` (a counter whose drop regresses),
 ``gate = False`` on a method (a reference baseline, not product code: listed, not gated).
 """

@@ -44,6 +44,10 @@ class TrainEpoch:
     def time_epoch(self, model: str) -> None:
         self.p.epoch(self.model)
 
+    # The two big models' 1.4-s epochs vary ~5% pair to pair: 10 pairs resolve a 20% slowdown, and the
+    # 10 saved pairs keep the whole default gate under 5 min on 2 cores.
+    time_epoch.gate_rounds = {"enhanced_simple_lstm": 10, "jade": 10}  # type: ignore[attr-defined]  # noqa: RUF012
+
     def peakmem_epoch(self, model: str) -> None:
         self.p.epoch(self.model)
 

@@ -222,3 +222,15 @@ def test_round_schedule_spreads_short_benchmarks_over_every_worker_pair() -> Non
         per_pair = [sum(name in due for due in p) for p in pairs]
         assert sum(per_pair) == want and min(per_pair) >= 1
         assert max(per_pair) - min(per_pair) <= 1 + want // 15  # evenly split, not bunched in one pair
+
+
+def test_gate_rounds_may_depend_on_the_benchmark_parameter() -> None:
+    from diagnostics.gate.worker import discover
+
+    rounds = {
+        b.name.split(".", 1)[1]: b.rounds for b in discover(REPO, r"time_epoch|LoadWindows\.(time|peak)")
+    }
+    assert rounds["TrainEpoch.time_epoch(jade)"] == 10  # from the dict, by parameter value
+    assert rounds["TrainEpoch.time_epoch(jade_compact)"] == 15  # not in the dict: the default
+    assert rounds["LoadWindows.time_load_windows_20k"] == 45  # from the class
+    assert rounds["LoadWindows.peakmem_load_windows_20k"] == 15  # the method overrides its class

@@ -249,7 +249,8 @@ def round_schedule(n_rounds: dict[str, int], processes: int) -> list[list[list[s
     one list of rounds per worker pair, each round the names due in it, in the given order.
     """
     total = max(n_rounds.values(), default=0)
-    rounds = [[n for n, r in n_rounds.items() if (i + 1) * r // total > i * r // total] for i in range(total)]
+    due = {n: {int((k + 0.5) * total / r) for k in range(r)} for n, r in n_rounds.items()}
+    rounds = [[n for n in n_rounds if i in due[n]] for i in range(total)]
     pairs = max(1, min(processes, total))
     return [rounds[k * total // pairs : (k + 1) * total // pairs] for k in range(pairs)]
 

@@ -94,6 +94,13 @@ def _attr(fn: Any, owner: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def _rounds(value: Any, combo: tuple[Any, ...]) -> int:
+    """``gate_rounds``: a number, or a mapping from the parameter values ("jade", or "a, 2") to one."""
+    if isinstance(value, dict):
+        value = value.get(", ".join(str(v) for v in combo), DEFAULT_ROUNDS)
+    return max(2, int(value))
+
+
 def _param_grid(owner: Any) -> list[tuple[Any, ...]]:
     params = getattr(owner, "params", None) if owner is not None else None
     if not params:
@@ -160,7 +167,7 @@ def discover(root: str | os.PathLike[str], pattern: str | None = None) -> list[B
                             higher_is_better=bool(_attr(fn, owner, "gate_higher_is_better", False)),
                             definition=digest,
                             number=int(_attr(fn, owner, "number", 0) or 0),
-                            rounds=max(2, int(_attr(fn, owner, "gate_rounds", DEFAULT_ROUNDS))),
+                            rounds=_rounds(_attr(fn, owner, "gate_rounds", DEFAULT_ROUNDS), combo),
                             gated=bool(_attr(fn, None, "gate", True)),
                             owner=owner,
                             method=method,
