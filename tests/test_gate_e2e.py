@@ -254,5 +254,13 @@ def test_an_interrupted_gate_stops_its_workers_and_keeps_the_previous_report(
     with pytest.raises(KeyboardInterrupt):
         run(base, base, bench=EPOCH, repo=repo, markdown=md, progress=interrupt_mid_run, **SMALL)
     assert len(started) == 2 and all(w.proc.poll() is not None for w in started)  # none left running
+
+    def interrupt_in_second_pair(message: str) -> None:
+        if "worker pair 2" in message and message.startswith("round"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(base, base, bench=EPOCH, repo=repo, markdown=md, progress=interrupt_in_second_pair, **SMALL)
+    assert len(started) == 2 + 4 and all(w.proc.poll() is not None for w in started)
     assert md.read_text() == "previous gate report\n"
     assert list(tmp_path.iterdir()) == [md]  # no half-written report beside it

@@ -435,6 +435,7 @@ def run(
             n_rounds = {n: rounds or int(specs["head"][n]["rounds"]) for n in timed}
             schedule = round_schedule(n_rounds, processes)
             samples: dict[str, dict[str, list[float]]] = {n: {"base": [], "head": []} for n in timed}
+            done, n_total = 0, sum(len(p) for p in schedule)
             for process, process_rounds in enumerate(schedule):
                 if process > 0:
                     # A fresh pair: each process has its own speed (code and heap layout), constant
@@ -459,7 +460,10 @@ def run(
                         order = workers if len(samples[name]["base"]) % 2 == 0 else workers[::-1]
                         for w in order:
                             samples[name][w.label].append(w.sample(name, numbers[name]))
-                say(f"worker pair {process + 1}/{len(schedule)}: {len(process_rounds)} round(s) done")
+                    done += 1
+                    say(
+                        f"round {done}/{n_total} done ({len(due)} timed benchmark(s), worker pair {process + 1})"
+                    )
             report.samples = samples
             comparisons = []
             for name in timed:
