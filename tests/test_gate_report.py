@@ -203,13 +203,13 @@ def test_each_benchmark_gets_its_gate_rounds_unless_rounds_overrides(tmp_path: P
     report = run("HEAD", "HEAD", **options)
     taken = {name.split(".")[-1]: len(s["head"]) for name, s in report.samples.items()}
     assert taken == {"time_sum": 15, "time_sorted": 5}, report.all_errors()
-    assert "5-15 interleaved rounds" in report.to_markdown()
+    assert "5-15 interleaved rounds in 2 worker pair(s)" in report.to_markdown()
     assert len(set(pid_log.read_text().split())) == 2 * 2  # two worker pairs (the default), one per side
 
     pid_log.unlink()
     report = run("HEAD", "HEAD", rounds=3, processes=3, **options)
     assert {len(s["base"]) for s in report.samples.values()} == {3}
-    assert "· 3 interleaved rounds" in report.to_markdown()
+    assert "· 3 interleaved rounds in 3 worker pair(s)" in report.to_markdown()
     assert len(set(pid_log.read_text().split())) == 2 * 3
 
 

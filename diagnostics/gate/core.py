@@ -10,7 +10,9 @@
 4. ``--bench REGEX`` selects among the benchmarks both sides define (selecting none: MoolaError); both
    workers set them up and compute the ``track_`` counters in parallel, then, pinned to one CPU, take
    interleaved samples of every ``time_``/``peakmem_`` benchmark, base and head back to back with the
-   order alternating (A B, B A, ...: counterbalances drift);
+   order alternating (A B, B A, ...: counterbalances drift), each benchmark for its ``gate_rounds``;
+   the rounds are split over ``processes`` successive worker pairs (a process's own speed is then one
+   of several draws, not a bias on every pair), the later pairs reusing the first's ``setup_cache``;
 5. samples -> ``stats.compare_timings`` (paired one-sided Wilcoxon signed-rank, Hodges-Lehmann ratio with
    its own distribution-free CI), adjusted together with ``stats.holm``; counters ->
    ``stats.compare_counters`` (per-benchmark relative tolerance; an entry of head's
@@ -328,8 +330,8 @@ def run(
     """Compare ``head`` against ``base`` over the selected benchmarks; ``report.exit_code`` is the verdict.
 
     ``factor`` overrides every benchmark's own ``gate_factor`` (default 1.10) and ``rounds`` its
-    ``gate_rounds`` (default 15); ``alpha`` is the
-    family-wise significance level over all timed benchmarks (Holm). Raises MoolaError for bad input
+    ``gate_rounds`` (default 15); ``processes`` worker pairs share the rounds one after another;
+    ``alpha`` is the family-wise significance level over all timed benchmarks (Holm). Raises MoolaError for bad input
     (unknown revision, bad option, a ``bench`` selecting nothing, a malformed acceptance file);
     everything that goes wrong while measuring ends up in ``report.errors`` (exit code 2) so the
     Markdown still explains it. ``worker_env`` adds environment variables per side ({"head": {...}},

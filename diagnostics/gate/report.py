@@ -178,6 +178,7 @@ class GateReport:
             f"base `{self.base.spec}` ({_short(self.base.sha)}) vs head `{self.head.spec}` ({_short(self.head.sha)})"
             f" · alpha {self.settings.get('alpha')} ({self.settings.get('correction', 'holm')} over"
             f" {len(self.timings)} timed benchmark(s)) · {self._rounds()} interleaved rounds"
+            f" in {self.settings.get('processes', 1)} worker pair(s)"
             f" · {self.wall_s:.0f} s",
             "",
         ]
