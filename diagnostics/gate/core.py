@@ -118,7 +118,6 @@ class _Worker:
     stderr_path: Path
     timeout_s: float
     listing: dict[str, Any] | None = None
-    ready: dict[str, Any] | None = None
 
     def _stderr_tail(self) -> str:
         try:
@@ -397,6 +396,12 @@ def run(
                     for rev in (base_rev, head_rev)
                 ]
 
+            def prepare(names: list[str]) -> list[dict[str, Any]]:
+                """Both workers set ``names`` up (counters, calibration, burn-in) in parallel."""
+                for w in workers:
+                    w.send(cmd="prepare", names=names, burn_in=burn_in, min_sample_s=min_sample_s)
+                return [w.expect("ready", startup_timeout_s) for w in workers]
+
             start_pair(0)
             say("workers started: discovering benchmarks")
             specs: dict[str, dict[str, dict[str, Any]]] = {}
@@ -423,11 +428,7 @@ def run(
                 n for n in both if specs["base"][n]["definition"] != specs["head"][n]["definition"]
             ]
             say(f"{len(both)} benchmark(s) on both sides: setup and counters (both workers in parallel)")
-            for w in workers:
-                w.send(cmd="prepare", names=both, burn_in=burn_in, min_sample_s=min_sample_s)
-            for w in workers:
-                w.ready = w.expect("ready", startup_timeout_s)
-            base_ready, head_ready = workers[0].ready or {}, workers[1].ready or {}
+            base_ready, head_ready = prepare(both)
             for side, ready in (("base", base_ready), ("head", head_ready)):
                 for name, why in ready.get("skipped", {}).items():
                     report.skipped.setdefault(name, {})[side] = why
@@ -449,9 +450,7 @@ def run(
                     say(f"worker pair {process + 1}/{len(schedule)}: setup (setup_cache reused)")
                     for w in workers:
                         w.expect("list", startup_timeout_s)
-                        w.send(cmd="prepare", names=timed, burn_in=burn_in, min_sample_s=min_sample_s)
-                    for w in workers:
-                        w.expect("ready", startup_timeout_s)
+                    prepare(timed)
                 if cpu is not None:
                     for w in workers:
                         w.send(cmd="pin", cpu=cpu)
