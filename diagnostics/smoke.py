@@ -432,6 +432,12 @@ def run_step(step: Step, runner: Runner, env: dict[str, str], repo: Path, timeou
             if outcome.status == "ok":
                 outcome.status = "failed"
                 outcome.error = f"its output could not be read: {type(exc).__name__}: {exc}"
+    # A FAIL verdict is a finding (exit 1 is fine); a check that raised on this device is a broken step.
+    crashed = [
+        f"{r['check']}: {r['measured']}" for r in outcome.data.get("results", []) if r["name"] == "crashed"
+    ]
+    if crashed and outcome.status == "ok":
+        outcome.status, outcome.error = "failed", "a check crashed: " + "; ".join(crashed)
     return outcome
 
 

@@ -116,6 +116,9 @@ def test_epoch_bound_is_below_a_real_epoch():
         fit_tensors(model, X, y, 2, "cpu")
     assert rec.optimizer_steps == 8
     assert rec.wall_s / 2 >= bound.seconds
+    # A plain step does an epoch's share of the same FLOPs and dependent steps: no faster than the bound allows.
+    step = physics.measure_training_step(model, X[:16], y[:16])
+    assert 4 * step >= bound.seconds
 
 
 def test_instrument_records_a_training_run():
@@ -193,9 +196,11 @@ def test_physics_leaves_rng_and_model_untouched():
     model = get_model("jade_compact", hidden_size=8)
     model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    X, y = torch.randn(4, 105, 11), torch.tensor([0, 1, 0, 1])
     rng = torch.get_rng_state()
     physics.training_memory_bytes(model, 4, 105, 11)
     physics.epoch_time_lower_bound(model, 16, 4, 105, 11, "cpu", fresh=True)
+    assert 0 < physics.measure_training_step(model, X, y) < math.inf
     assert torch.equal(torch.get_rng_state(), rng)
     assert not model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -131,6 +131,37 @@ def test_epoch_faster_than_physics_fails(data, overfit_cache):
     assert result.values["bound_s"] == max(result.values["flops_part_s"], result.values["latency_part_s"])
 
 
+@pytest.mark.parametrize(("plain_epoch_in_bounds", "status"), [(10.0, Status.PASS), (0.0, Status.WARN)])
+def test_slow_epochs_are_judged_against_the_models_own_plain_steps(
+    data, monkeypatch, plain_epoch_in_bounds, status
+):
+    """100x the bound is a GPU's normal for a small model when its plain steps (kernel launches) take 10x the
+    bound per epoch (H200: 34x); it is slow when plain steps run at the bound, as on a CPU."""
+    from diagnostics import physics
+
+    ds, train, test = data
+    ctx = DiagContext(ds, train, test, device="cpu", fit=fit_plugins.fit_correct, thresholds=THRESHOLDS)
+    st = short_training(ctx)
+    bound = sanity.epoch_time_verdict(ctx, st).values["bound_s"]
+    batch = st.recording.typical_train_batch
+    steps = -(-st.n_train // batch)
+    seen = []
+
+    def plain_step(model, X, y, repeats=3):
+        seen.append(tuple(X.shape))
+        return plain_epoch_in_bounds * bound / steps
+
+    monkeypatch.setattr(physics, "measure_training_step", plain_step)
+    fake = SimpleNamespace(**{f.name: getattr(st, f.name) for f in dataclasses.fields(st)})
+    fake.epoch_s = 100 * bound
+    fake.wall_s = fake.epoch_s * st.epochs
+    result = sanity.epoch_time_verdict(ctx, fake)
+    assert result.status is status
+    assert seen[0] == (batch, st.window_length, st.n_features)
+    assert result.values["expected_s"] == pytest.approx(max(bound, plain_epoch_in_bounds * bound))
+    assert any(f"{steps} plain AdamW steps" in line for line in result.evidence)
+
+
 def test_init_loss_and_loss_decrease_verdicts():
     base = {
         "n_classes": 2,

@@ -44,8 +44,9 @@ def check_report(model: str, statuses: dict[str, Status]) -> dict:
     )
 
 
-def fake_outputs(step: smoke.Step, out: Path) -> None:
-    """What each step writes on a GPU machine (the shapes the parsers read; check reports via the real to_json)."""
+def fake_outputs(step: smoke.Step, out: Path, crash: bool = False) -> None:
+    """What each step writes on a GPU machine (the shapes the parsers read; check reports via the real to_json).
+    ``crash``: a check report also holds a check that raised (as cuDNN made sanity do on a real H200)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if step.key == "versions":
         payload = {
@@ -69,7 +70,8 @@ def fake_outputs(step: smoke.Step, out: Path) -> None:
                 "gpu.placement": Status.PASS,
                 "gpu.memory": Status.PASS,
                 "gpu.utilization": Status.PASS,
-            },
+            }
+            | ({"sanity.crashed": Status.FAIL} if crash else {}),
         )
     elif step.key == "train":
         out = out / "jade_compact-20261127" / "summary.json"
@@ -131,9 +133,12 @@ def fake_outputs(step: smoke.Step, out: Path) -> None:
 class FakeRunner:
     """Runs nothing: writes each step's outputs (unless told to fail it) and records what it was asked."""
 
-    def __init__(self, report_dir: Path, fail: dict[str, smoke.Completed] | None = None):
+    def __init__(
+        self, report_dir: Path, fail: dict[str, smoke.Completed] | None = None, crash: tuple[str, ...] = ()
+    ):
         self.steps = {tuple(s.argv): s for s in smoke.plan(sys.executable, report_dir, REPO)}
         self.fail = fail or {}
+        self.crash = crash
         self.calls: list[tuple[str, float, dict[str, str]]] = []
 
     def __call__(self, argv, timeout_s, env, cwd):
@@ -141,14 +146,14 @@ class FakeRunner:
         self.calls.append((step.key, timeout_s, env))
         if step.key in self.fail:
             return self.fail[step.key]
-        fake_outputs(step, Path(cwd) / step.out)
-        code = 1 if step.key == "check_all_legacy" else 0  # params FAILs for the legacy model
+        fake_outputs(step, Path(cwd) / step.out, crash=step.key in self.crash)
+        code = 1 if step.key == "check_all_legacy" or step.key in self.crash else 0  # a FAIL: exit 1
         return smoke.Completed(code, f"{step.key} stdout", "", 1.5)
 
 
 def run_fake(tmp_path: Path, **kwargs):
     report_dir = tmp_path / "reports"
-    runner = FakeRunner(report_dir, kwargs.pop("fail", None))
+    runner = FakeRunner(report_dir, kwargs.pop("fail", None), kwargs.pop("crash", ()))
     lines: list[str] = []
     code = smoke.run(report_dir, runner=runner, detect=lambda: GPU, echo=lines.append, **kwargs)
     return code, runner, lines, report_dir
@@ -337,6 +342,18 @@ def test_a_step_whose_output_cannot_be_read_fails(tmp_path):
     assert code == 1
     steps = {s["key"]: s for s in json.loads((report_dir / "gpu-smoke.json").read_text())["steps"]}
     assert steps["bound"]["status"] == "failed" and "could not be read" in steps["bound"]["error"]
+
+
+def test_a_check_that_crashed_on_the_gpu_fails_its_step(tmp_path):
+    """Exit 1 with a FAIL verdict is a finding; exit 1 because a check raised on this device is not."""
+    code, runner, lines, report_dir = run_fake(tmp_path, crash=("check_all",))
+    assert code == 1
+    assert len(runner.calls) == len(smoke.plan(sys.executable, report_dir))
+    steps = {s["key"]: s for s in json.loads((report_dir / "gpu-smoke.json").read_text())["steps"]}
+    assert steps["check_all"]["status"] == "failed"
+    assert steps["check_all"]["error"] == "a check crashed: sanity: crashed measured"
+    assert steps["check_all_legacy"]["status"] == "ok"  # its FAIL is the params verdict, not a crash
+    assert "not ok: check_all" in lines[-1]
 
 
 def test_an_interrupted_run_keeps_what_it_had(tmp_path):
