@@ -883,7 +883,7 @@ def epoch_time_verdict(ctx: Any, st: Any) -> CheckResult:
     evidence = (*evidence, load_line)
     ratio = epoch_s / bound.seconds if bound.seconds > 0 else math.inf
     slow = float(ctx.thresholds.epoch_slow_factor)
-    expected_s = bound.seconds
+    expected_s, step_s = bound.seconds, None
     if ratio > slow and st.model is not None:
         # The bound leaves out dispatching and launching every op, which a GPU epoch of a small model is made of:
         # judge slowness against this model's own plain steps here (measured), never below the bound.
@@ -903,7 +903,7 @@ def epoch_time_verdict(ctx: Any, st: Any) -> CheckResult:
         hint = "an epoch cannot be this fast on this machine: the fit is not doing a full epoch of training"
     elif epoch_s > slow * expected_s:
         status = Status.WARN
-        probe = thread_probe(ctx, st)
+        probe = thread_probe(ctx, st, threaded_s=step_s)  # the step just timed, with these threads
         if probe is not None:
             threads, many, one = probe
             evidence = (
@@ -962,8 +962,11 @@ def _training_batch(ctx: Any, st: Any, device: str) -> tuple[Any, Any]:
     return X, y
 
 
-def thread_probe(ctx, st, repeats: int = 2) -> tuple[int, float, float] | None:
-    """(threads, seconds per training step with them, with 1 thread) on one training batch.
+def thread_probe(
+    ctx, st, repeats: int = 2, threaded_s: float | None = None
+) -> tuple[int, float, float] | None:
+    """(threads, seconds per training step with them, with 1 thread) on one training batch; ``threaded_s``:
+    the step with the current threads, when the caller has just timed it on the CPU.
 
     A direct measurement of CPU oversubscription: when other processes busy the cores, torch's OpenMP
     threads wait for descheduled siblings at every small op, and one thread can be many times faster.
@@ -977,7 +980,7 @@ def thread_probe(ctx, st, repeats: int = 2) -> tuple[int, float, float] | None:
         return None
     X, y = _training_batch(ctx, st, "cpu")
     try:
-        many = measure_training_step(st.model, X, y, repeats)
+        many = measure_training_step(st.model, X, y, repeats) if threaded_s is None else threaded_s
         torch.set_num_threads(1)
         one = measure_training_step(st.model, X, y, repeats)
     finally:
