@@ -41,6 +41,8 @@ class Options:
     time_order: str | None = None
     pointer_convention: str | None = None
     drop_null_rows: bool = False
+    max_train_windows: int | None = None
+    max_test_windows: int | None = None
     json_path: Path | None = None
     report_dir: Path | None = None
     debug: bool = False
@@ -121,8 +123,12 @@ def versions() -> dict[str, str]:
 
 def build_meta(ctx: DiagContext, names: Sequence[str], elapsed_s: float | None = None) -> dict[str, Any]:
     from diagnostics.loading import data_source
+    from diagnostics.sampling import training_sample
 
+    sample = training_sample(ctx)
+    sampled = {"training_sample": sample.describe()} if sample.sampled else {}
     return {
+        **sampled,
         "data": data_source(ctx),
         "n_windows": len(ctx.dataset),
         "n_train": len(ctx.train_idx),
@@ -167,6 +173,8 @@ def run(
         time_order=options.time_order,
         pointer_convention=options.pointer_convention,
         drop_null_rows=options.drop_null_rows,
+        max_train_windows=options.max_train_windows,
+        max_test_windows=options.max_test_windows,
     )
     results: list[CheckResult] = []
     try:

@@ -37,8 +37,15 @@ class Thresholds:
     # Epochs of the one instrumented training run: the CLI default, so the symptom checks (accuracy gap,
     # majority baseline) judge a model trained as users train it, not a 3-epoch stub that predicts one class.
     sanity_epochs: int = 60
-    # sanity: a --fit running longer than this is stopped (exit 2); generous: 60 legacy-model epochs take ~45 s
-    fit_time_limit_s: float = 900.0
+    # sanity: a user's --fit is stopped (exit 2) after max(fit_time_limit_s, fit_time_factor x the time its
+    # epochs should take: the measured plain AdamW steps per epoch or the physics lower bound, whichever is
+    # more, on this machine and the rows it trains on). The built-in trainer has no limit.
+    fit_time_limit_s: float = 120.0
+    fit_time_factor: float = 50.0
+    # training-based findings train/evaluate on a stratified sample sized for these worst-case 95%
+    # Wilson half-widths of the train/test accuracy (diagnostics.sampling): 475 and 2,401 windows
+    train_ci_halfwidth: float = 0.045
+    test_ci_halfwidth: float = 0.02
     # sanity: |init loss - ln C| / ln C beyond this means the untrained predictions are not near-uniform
     init_loss_tolerance: float = 0.5
     # sanity: fewer than this fraction of N windows per epoch is a missing loop; more than excess, repeats
@@ -95,6 +102,9 @@ class DiagContext:
     cache: dict[str, Any] = field(default_factory=dict)
     split_reason: str = ""  # why this split was chosen (report header; see loading.choose_split)
     time_order: str = "bar_start"  # what orders windows in time: "bar_start" or "row" (--time-order)
+    # rows the training-based findings may use (diagnostics.sampling); None = sized by the thresholds, 0 = all
+    max_train_windows: int | None = None
+    max_test_windows: int | None = None
 
     def parts(self) -> dict[str, np.ndarray]:
         """The split's parts in order train, val (when there is one), test: int64 rows of ``dataset``."""

@@ -151,6 +151,8 @@ def build_context(
     time_order: str | None = None,
     pointer_convention: str | None = None,
     drop_null_rows: bool = False,
+    max_train_windows: int | None = None,
+    max_test_windows: int | None = None,
     test_fraction: float = 0.2,
     thresholds: Thresholds | None = None,
     config: TrainConfig | None = None,
@@ -175,6 +177,12 @@ def build_context(
         _validate_choice(time_order, TIME_ORDERS, "--time-order")
     if split_file is not None and split is not None:
         raise MoolaError(f"--split {split}: --split-file already says which rows are which; drop --split")
+    for option, value in (
+        ("--max-train-windows", max_train_windows),
+        ("--max-test-windows", max_test_windows),
+    ):
+        if value is not None and value < 0:
+            raise MoolaError(f"{option} {value}: expected a number of windows >= 0 (0 = every row)")
     if judge_split and split_file is None:
         raise MoolaError("--judge-split judges a --split-file: pass the split file too")
 
@@ -238,6 +246,8 @@ def build_context(
         cli_default_model=moola_cli_default_model(),
         split_reason=reason,
         time_order=time_order or "bar_start",
+        max_train_windows=max_train_windows,
+        max_test_windows=max_test_windows,
     )
     if dataset.feature_type is not None:
         _trust_precomputed(ctx)

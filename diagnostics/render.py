@@ -94,6 +94,8 @@ def print_report(results: Sequence[CheckResult], meta: dict[str, Any], console: 
 
     if split_line(meta):
         console.print(Text(split_line(meta)))
+    if meta.get("training_sample"):
+        console.print(Text(meta["training_sample"]))
     console.print(render_table(results, title=f"{PROG} · {meta_line(meta)}" if meta else PROG))
     for r in results:
         if r.status in (Status.WARN, Status.FAIL) and r.evidence:
@@ -141,6 +143,8 @@ def to_markdown(results: Sequence[CheckResult], meta: dict[str, Any]) -> str:
         lines += [meta_line(meta), ""]
     if split_line(meta):
         lines += [split_line(meta), ""]
+    if meta.get("training_sample"):
+        lines += [meta["training_sample"], ""]
     if meta.get("interrupted"):
         stop = meta["interrupted"]
         lines += [f"**Interrupted by {stop['signal']}**: only {', '.join(stop['completed'])} completed.", ""]

@@ -7,7 +7,9 @@ The pointer head is frozen: the --fit plug-in protocol is classification only. T
 with its input standardization already fitted to the training rows (``set_input_stats``), exactly as
 moola's own trainer prepares it, so a user's fit is judged on the same model.
 
-A user's fit that raises, runs past ``Thresholds.fit_time_limit_s`` (SIGALRM on the main thread), or returns
+It trains on ``diagnostics.sampling.training_sample`` (every row of a small split; a stratified, seeded
+sample sized for the findings' confidence of a large one). A user's fit that raises, runs past
+``fit_time_limit`` (scaled to the data and this machine; SIGALRM on the main thread), or returns
 a model other than the one it was given is a ``MoolaError`` (one line, exit 2): nothing measured would be true.
 """
 
@@ -59,6 +61,7 @@ class ShortTrainingResult:
     pred_test: np.ndarray
     frozen: list[str] = field(default_factory=list)  # parameters the fit declares untrained (moola_frozen)
     model: Any = field(default=None, repr=False)  # the trained model (on ``device``)
+    sample: Any = None  # the diagnostics.sampling.TrainingSample trained and evaluated on
 
     @property
     def epoch_s(self) -> float:
@@ -168,16 +171,55 @@ def context_fit(ctx: DiagContext) -> tuple[FitFn, str]:
     return builtin, "moola.train.trainer:fit_tensors (built-in)"
 
 
+def fit_time_limit(
+    ctx: DiagContext, model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, epochs: int, device: Any
+) -> tuple[float, str]:
+    """(seconds, what they are): how long a user's --fit may take for ``epochs`` epochs on (X, y) here.
+
+    ``fit_time_factor`` x the time those epochs should take on this machine -- per epoch, the larger of the
+    physics lower bound and ceil(N / batch) plain AdamW steps of this model measured on ``device`` -- and
+    at least ``fit_time_limit_s``. It scales with the data and the machine, so a large file is not mistaken
+    for a fit that loops forever, and a hang is still stopped in minutes rather than hours.
+    """
+    from diagnostics.physics import epoch_time_lower_bound, format_seconds, measure_training_step
+
+    th = ctx.thresholds
+    n, batch = int(X.shape[0]), max(1, int(ctx.config.batch_size))
+    b = min(batch, n)
+    dev = torch_device(device)
+    step_s = measure_training_step(model, X[:b].to(dev), y[:b].to(dev))
+    steps_epoch = -(-n // batch) * step_s
+    bound = epoch_time_lower_bound(model, n, batch, int(X.shape[1]), int(X.shape[2]), dev).seconds
+    per_epoch = max(steps_epoch, bound)
+    expected = per_epoch * epochs
+    limit = max(float(th.fit_time_limit_s), float(th.fit_time_factor) * expected)
+    what = (
+        f"expected ~{format_seconds(expected)} here ({format_seconds(per_epoch)} per epoch: "
+        f"{-(-n // batch)} plain AdamW steps of {format_seconds(step_s)} at batch {b}, lower bound "
+        f"{format_seconds(bound)}); the limit is {th.fit_time_factor:g}x that, at least "
+        f"{th.fit_time_limit_s:g} s (Thresholds.fit_time_factor, fit_time_limit_s)"
+    )
+    return limit, what
+
+
+def torch_device(device: Any) -> torch.device:
+    import torch
+
+    return device if isinstance(device, torch.device) else torch.device(str(device))
+
+
 def _run(ctx: DiagContext) -> ShortTrainingResult:
     import torch
 
+    from diagnostics.sampling import training_sample
     from moola.train.device import resolve_device
     from moola.train.trainer import evaluate
 
     feature_set, feats = model_features(ctx)
     device = resolve_device(ctx.device)
-    X_train, y_train = rows_as_tensors(ctx, feats, ctx.train_idx)
-    X_test, y_test = rows_as_tensors(ctx, feats, ctx.test_idx)
+    sample = training_sample(ctx)
+    X_train, y_train = rows_as_tensors(ctx, feats, sample.train_rows)
+    X_test, y_test = rows_as_tensors(ctx, feats, sample.test_rows)
     n_features = int(X_train.shape[2])
 
     model = fresh_model(ctx, n_features, X_train=X_train)
@@ -187,7 +229,8 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
     fit, fit_name = context_fit(ctx)
     frozen = declared_frozen(fit, [n for n, p in model.named_parameters() if p.requires_grad], fit_name)
     epochs = int(ctx.thresholds.sanity_epochs)
-    limit = float(ctx.thresholds.fit_time_limit_s)
+    # moola's own trainer is not judged by a user's limit: it is known to terminate (epochs x batches).
+    limit, expected = (0.0, "") if builtin else fit_time_limit(ctx, model, X_train, y_train, epochs, device)
     # A user's fit may draw from any of these RNGs: seed them all so a diagnostics run is repeatable.
     random.seed(ctx.config.seed)
     np.random.seed(ctx.config.seed % 2**32)
@@ -202,8 +245,8 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
             )
     except _FitTimeout:
         raise MoolaError(
-            f"--fit {fit_name}: did not return within {limit:g} s for {epochs} epoch(s) on "
-            f"{int(X_train.shape[0])} windows (the limit, Thresholds.fit_time_limit_s); does it loop forever?"
+            f"--fit {fit_name}: did not return within {limit:.3g} s for {epochs} epoch(s) on "
+            f"{int(X_train.shape[0])} windows ({expected}); does it loop forever?"
         ) from None
     except Exception as exc:
         if builtin:  # moola's own trainer failing is a bug: the check crashes (a FAIL naming it)
@@ -255,6 +298,7 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
         pred_test=pred_test,
         frozen=frozen,
         model=model,
+        sample=sample,
     )
 
 

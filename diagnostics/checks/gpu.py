@@ -342,10 +342,11 @@ def training_burst(
 
     from diagnostics.instrument import Instrument
     from diagnostics.physics import training_memory_bytes
+    from diagnostics.sampling import training_sample
     from diagnostics.training import context_fit, fresh_model, model_features, rows_as_tensors
 
     _, feats = model_features(ctx)
-    X, y = rows_as_tensors(ctx, feats, ctx.train_idx)
+    X, y = rows_as_tensors(ctx, feats, training_sample(ctx).train_rows)
     n_features = int(X.shape[2])
     model = fresh_model(ctx, n_features, X_train=X)
     cfg, th = ctx.config, ctx.thresholds

@@ -696,6 +696,12 @@ def _fmt_acc(acc: float, n: int) -> str:
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}] (n={n})"
 
 
+def _sample_note(st) -> tuple[str, ...]:
+    """What the accuracies were measured on, when it is a sample of the split (diagnostics.sampling)."""
+    sample = getattr(st, "sample", None)
+    return (sample.describe(),) if sample is not None and sample.sampled else ()
+
+
 def accuracy_gap(ctx, st) -> CheckResult:
     from moola.train.metrics import majority_class
 
@@ -721,6 +727,7 @@ def accuracy_gap(ctx, st) -> CheckResult:
         evidence=(
             f"after {st.epochs} epoch(s) of {st.fit_name} on {st.n_train} train windows (95% Wilson intervals)",
             f"always predicting train-majority class {maj} scores train {const_train:.3f} / test {const_test:.3f}",
+            *_sample_note(st),
         ),
         values={
             "train_acc": st.train_acc,
@@ -761,6 +768,7 @@ def majority_baseline(ctx, st) -> CheckResult:
             f"{share_test:.3f} of test; best constant guess on test {best_const:.3f}",
             f"{one_class:.0%} of the model's test predictions are one class",
             f"after {st.epochs} epoch(s) of {st.fit_name}",
+            *_sample_note(st),
         ),
         values={
             "test_acc": st.test_acc,

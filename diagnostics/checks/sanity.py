@@ -725,13 +725,14 @@ def overfit_batch(ctx: Any, standardize: bool = False) -> OverfitResult:
     import torch
     import torch.nn.functional as F
 
+    from diagnostics.sampling import training_sample
     from diagnostics.training import fresh_model, model_features
     from moola.train.device import resolve_device
 
     th = ctx.thresholds
     n, max_steps, lr, target = th.overfit_samples, th.overfit_steps, th.overfit_lr, th.overfit_target_loss
     _, feats = model_features(ctx)
-    train_idx = np.asarray(ctx.train_idx)
+    train_idx = training_sample(ctx).train_rows  # the rows the shared run trains on
     y_all = ctx.dataset.y[train_idx]
     # Round-robin over classes so the batch is not single-class (which is trivially "memorised").
     rng = np.random.default_rng(ctx.config.seed)
@@ -956,7 +957,7 @@ def _training_batch(ctx: Any, st: Any, device: str) -> tuple[Any, Any]:
     from diagnostics.training import model_features
 
     _, feats = model_features(ctx)
-    rows = np.asarray(ctx.train_idx)[: max(1, st.recording.typical_train_batch or st.batch_size)]
+    rows = st.sample.train_rows[: max(1, st.recording.typical_train_batch or st.batch_size)]
     X = torch.from_numpy(np.ascontiguousarray(feats[rows], dtype=np.float32)).to(device)
     y = torch.from_numpy(np.ascontiguousarray(ctx.dataset.y[rows], dtype=np.int64)).to(device)
     return X, y
