@@ -46,6 +46,7 @@ class Thresholds:
     # Wilson half-widths of the train/test accuracy (diagnostics.sampling): 475 and 2,401 windows
     train_ci_halfwidth: float = 0.045
     test_ci_halfwidth: float = 0.02
+    sampled_steps: int = 600  # optimizer steps of the shared run on a sample (its epochs follow from them)
     # sanity: |init loss - ln C| / ln C beyond this means the untrained predictions are not near-uniform
     init_loss_tolerance: float = 0.5
     # sanity: fewer than this fraction of N windows per epoch is a missing loop; more than excess, repeats

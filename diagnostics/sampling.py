@@ -11,6 +11,10 @@ sample sized for the confidence it needs:
 - test rows: the same for the test accuracy at ``test_ci_halfwidth`` (0.02 -> 2,401 windows), so the
   accuracy gap (limit 0.10) and the majority baseline are judged with intervals well inside their margins.
 
+Epochs: the CLI default (``sanity_epochs``, 60) on a split used whole; on a sample, as many as give
+``sampled_steps`` optimizer steps (600: 3x the 200 that ``config`` asks of any run, more than the 540 the
+default set's 60 epochs take), at least 2 so the per-epoch findings compare epochs.
+
 Smaller splits are used whole (the embedded 174-window set trains on all 139 rows, as always). The sample
 is stratified by class (each class keeps its share, at least one row) and seeded with ``--seed``; rows stay
 in file order, so a fit that relies on time-ordered batches still gets them. ``--max-train-windows`` /
@@ -71,6 +75,7 @@ class TrainingSample:
     n_train_total: int
     n_test_total: int
     seed: int
+    epochs: int  # of the shared training run: the CLI default, or on a sample enough for its step budget
 
     @property
     def sampled(self) -> bool:
@@ -83,7 +88,8 @@ class TrainingSample:
         return (
             f"training findings on {n_tr:,} of {self.n_train_total:,} train and {n_te:,} of "
             f"{self.n_test_total:,} test windows ({how}): accuracies within "
-            f"+-{halfwidth_at(n_tr):.3f} (train) / +-{halfwidth_at(n_te):.3f} (test) at 95%; "
+            f"+-{halfwidth_at(n_tr):.3f} (train) / +-{halfwidth_at(n_te):.3f} (test) at 95%, "
+            f"{self.epochs} epochs; "
             "row-level findings on every row; --max-train-windows/--max-test-windows N (0 = all) for more"
         )
 
@@ -102,6 +108,10 @@ def training_sample(ctx: DiagContext) -> TrainingSample:
             ctx.train_idx, y, _cap(ctx.max_train_windows, th.train_ci_halfwidth), seed
         )
         test = stratified_subsample(ctx.test_idx, y, _cap(ctx.max_test_windows, th.test_ci_halfwidth), seed)
-        return TrainingSample(train, test, len(ctx.train_idx), len(ctx.test_idx), seed)
+        epochs = int(th.sanity_epochs)
+        if len(train) < len(ctx.train_idx):
+            steps_per_epoch = -(-len(train) // max(1, int(ctx.config.batch_size)))
+            epochs = max(2, min(epochs, -(-int(th.sampled_steps) // steps_per_epoch)))
+        return TrainingSample(train, test, len(ctx.train_idx), len(ctx.test_idx), seed, epochs)
 
     return ctx.memo("training_sample", compute)

@@ -68,13 +68,34 @@ class ShortTrainingResult:
         return self.wall_s / self.epochs if self.epochs else float("nan")
 
 
+FEATURE_CHUNK = 4096  # windows transformed at a time: the float64 intermediates stay ~40 MB
+
+
+def transform_chunked(X: np.ndarray, name: str, chunk: int = FEATURE_CHUNK) -> np.ndarray:
+    """``moola.features.transform(X, name)`` (each window is transformed on its own), computed ``chunk``
+    windows at a time into one float32 array, so its float64 intermediates never exist for every row."""
+    from moola.errors import MoolaError
+    from moola.features import transform
+
+    if len(X) <= chunk:
+        return transform(X, name)
+    first = transform(X[:chunk], name)
+    out = np.empty((len(X), *first.shape[1:]), dtype=np.float32)
+    out[:chunk] = first
+    for s in range(chunk, len(X), chunk):
+        try:
+            out[s : s + chunk] = transform(X[s : s + chunk], name)
+        except MoolaError:
+            return transform(X, name)  # the error again, naming the window by its index in X
+    return out
+
+
 def model_features(ctx: DiagContext) -> tuple[str, np.ndarray]:
     """(feature set name, features of every row of ctx.dataset), memoized under the key the gpu check uses."""
-    from moola.features import transform
     from moola.models import get_spec
 
     name = ctx.config.features or get_spec(ctx.model_name).feature_set
-    feats = ctx.memo(f"features:{name}", lambda: transform(ctx.dataset.X, name))
+    feats = ctx.memo(f"features:{name}", lambda: transform_chunked(ctx.dataset.X, name))
     return name, feats
 
 
@@ -228,7 +249,7 @@ def _run(ctx: DiagContext) -> ShortTrainingResult:
     builtin = ctx.fit is None
     fit, fit_name = context_fit(ctx)
     frozen = declared_frozen(fit, [n for n, p in model.named_parameters() if p.requires_grad], fit_name)
-    epochs = int(ctx.thresholds.sanity_epochs)
+    epochs = sample.epochs
     # moola's own trainer is not judged by a user's limit: it is known to terminate (epochs x batches).
     limit, expected = (0.0, "") if builtin else fit_time_limit(ctx, model, X_train, y_train, epochs, device)
     # A user's fit may draw from any of these RNGs: seed them all so a diagnostics run is repeatable.

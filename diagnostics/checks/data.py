@@ -15,7 +15,7 @@ import numpy as np
 
 from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status
-from moola.data.dataset import WINDOW_LENGTH, row_keys
+from moola.data.dataset import WINDOW_LENGTH
 
 if TYPE_CHECKING:
     from diagnostics.context import DiagContext
@@ -305,17 +305,12 @@ def class_balance(
     )
 
 
-def duplicate_groups(X: np.ndarray) -> list[np.ndarray]:
-    """Groups (row index arrays, size >= 2) of byte-identical windows."""
-    if len(X) < 2:
-        return []
-    _, inverse, counts = np.unique(row_keys(X), return_inverse=True, return_counts=True)
-    dup_keys = np.flatnonzero(counts > 1)
-    if not len(dup_keys):
-        return []
-    order = np.argsort(inverse, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    return [order[starts[key] : starts[key + 1]] for key in dup_keys]
+def duplicate_groups(X: np.ndarray, rows: np.ndarray | None = None) -> list[np.ndarray]:
+    """Groups (positions in ``rows``, default every row; size >= 2) of byte-identical windows: digests in
+    chunks, confirmed byte for byte (diagnostics.rowhash), so every row is looked at in bounded memory."""
+    from diagnostics.rowhash import identical_groups
+
+    return identical_groups(X, np.arange(len(X)) if rows is None else rows)
 
 
 def duplicates_within(
@@ -331,7 +326,7 @@ def duplicates_within(
     per_split: dict[str, int] = {}
     for split, idx in splits.items():
         idx = np.asarray(idx)
-        groups = duplicate_groups(X[idx])
+        groups = duplicate_groups(X, idx)
         per_split[split] = int(sum(len(g) - 1 for g in groups))
         n_dup += per_split[split]
         for g in groups:
@@ -478,8 +473,8 @@ def trusted_features(ds: Any, feature_set: str, width: int, model: str) -> Check
 
 @register("data")
 def check_data(ctx: DiagContext) -> list[CheckResult]:
+    from diagnostics.training import transform_chunked
     from moola.errors import MoolaError
-    from moola.features import transform
 
     ds = ctx.dataset
     feature_set, width = model_input(ctx)
@@ -506,7 +501,7 @@ def check_data(ctx: DiagContext) -> list[CheckResult]:
         results.append(trusted_features(ds, feature_set, width, ctx.model_name))
     else:
         try:
-            feats = ctx.memo(f"features:{feature_set}", lambda: transform(ds.X, feature_set))
+            feats = ctx.memo(f"features:{feature_set}", lambda: transform_chunked(ds.X, feature_set))
         except MoolaError as err:
             results.append(
                 CheckResult(

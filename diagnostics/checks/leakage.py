@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from diagnostics.context import Thresholds
+from diagnostics.neighbors import EXACT_PAIRS, build_index, nearest_neighbors, zscore_windows
 from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status, skip
-from moola.data.dataset import row_keys
+from diagnostics.rowhash import identical_rows
 
 CHECK = "leakage"
-NN_BLOCK = 1024  # query rows per distance block: 1024 x 20,000 float32 = 82 MB
 REFERENCE_SAMPLE = 2000  # train rows whose within-train NN distance sets the scale
 MAX_EXAMPLES = 5
 
@@ -154,20 +154,15 @@ def split_rows(ctx) -> CheckResult | None:
 
 def identical_pairs(X_ref: np.ndarray, X_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(query mask: row has a byte-identical reference row, reference row index per flagged query row)."""
-    k_ref, k_query = row_keys(X_ref), row_keys(X_query)
-    mask = np.isin(k_query, k_ref)
-    if not mask.any():
-        return mask, np.zeros(0, dtype=np.int64)
-    order = np.argsort(k_ref, kind="stable")
-    pos = np.searchsorted(k_ref[order], k_query[mask])
-    return mask, order[pos]
+    X = np.concatenate([X_ref, X_query])
+    return identical_rows(X, np.arange(len(X_ref)), np.arange(len(X_ref), len(X)))
 
 
 def identical_windows(ctx) -> CheckResult:
     X = ctx.dataset.X
 
     def measure(ref_name, ref, q_name, query) -> PairCount:
-        mask, partner = identical_pairs(X[ref], X[query])
+        mask, partner = identical_rows(X, ref, query)
         n = int(mask.sum())
         if not n:
             return PairCount(0)
@@ -221,56 +216,6 @@ def shared_ids(ctx) -> CheckResult:
 # --------------------------------------------------------------------------- near-duplicates
 
 
-def zscore_windows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Z float32 (N, T*F): each window minus its mean over all values, over its std; valid mask).
-
-    Removes price level and scale, so a rescaled or shifted copy of a window is as close as an exact one.
-    Constant windows (std 0) have no shape to compare and are marked invalid.
-    """
-    flat = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
-    mean = flat.mean(axis=1, keepdims=True, dtype=np.float64)
-    std = flat.std(axis=1, keepdims=True, dtype=np.float64)
-    scale = np.maximum(np.abs(mean), 1.0)
-    valid = (std[:, 0] > 1e-6 * scale[:, 0]) & np.isfinite(std[:, 0])
-    Z = ((flat - mean) / np.where(valid[:, None], std, 1.0)).astype(np.float32)
-    Z[~valid] = 0.0
-    return np.ascontiguousarray(Z), valid
-
-
-def nearest_neighbors(
-    Q: np.ndarray, R: np.ndarray, exclude: np.ndarray | None = None, block: int = NN_BLOCK
-) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of each Q row's nearest R row (Euclidean), in blocks of matmuls.
-
-    d^2 = |q|^2 + |r|^2 - 2 q.r with torch (multithreaded BLAS), float32, clipped at 0. ``exclude[i]`` is
-    an R index that Q row i must not match (itself, for within-set distances), or -1.
-    """
-    import torch
-
-    q_all = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float32))
-    r = torch.from_numpy(np.ascontiguousarray(R, dtype=np.float32))
-    r_sq = (r * r).sum(dim=1)
-    dist = np.empty(len(Q), dtype=np.float32)
-    index = np.empty(len(Q), dtype=np.int64)
-    if len(R) == 0:
-        dist.fill(np.inf)
-        index.fill(-1)
-        return dist, index
-    with torch.no_grad():
-        for start in range(0, len(Q), block):
-            q = q_all[start : start + block]
-            d2 = torch.addmm(r_sq[None, :], q, r.T, beta=1.0, alpha=-2.0)
-            d2 += (q * q).sum(dim=1, keepdim=True)
-            if exclude is not None:
-                ex = torch.from_numpy(np.asarray(exclude[start : start + block], dtype=np.int64))
-                rows = torch.nonzero(ex >= 0).flatten()
-                d2[rows, ex[rows]] = float("inf")
-            best, arg = d2.min(dim=1)
-            dist[start : start + len(q)] = best.clamp_min_(0).sqrt_().numpy()
-            index[start : start + len(q)] = arg.numpy()
-    return dist, index
-
-
 @dataclass(frozen=True)
 class NearDuplicates:
     reference_nn: float  # median within-reference NN distance (the typical spacing of the data)
@@ -278,6 +223,7 @@ class NearDuplicates:
     distance: np.ndarray  # each query row's NN distance to the reference
     partner: np.ndarray  # its reference row (local index)
     flagged: np.ndarray  # bool: distance < threshold (valid rows only)
+    method: str = "exact"  # how the nearest neighbours were found
 
 
 def near_duplicates(
@@ -286,14 +232,20 @@ def near_duplicates(
     fraction: float,
     seed: int = 0,
     reference_sample: int = REFERENCE_SAMPLE,
+    exact_pairs: float = EXACT_PAIRS,
 ) -> NearDuplicates:
     """Query windows whose nearest reference window is closer than ``fraction`` x the median
-    within-reference NN distance (measured on up to ``reference_sample`` reference rows vs all of them)."""
+    within-reference NN distance (measured on up to ``reference_sample`` reference rows vs all of them).
+
+    Every query window is searched. Up to ``exact_pairs`` query x reference pairs the search is exact;
+    beyond, through a FAISS index whose candidates are re-ranked exactly (diagnostics.neighbors)."""
+    rng = np.random.default_rng(seed)
+    if float(len(X_ref)) * max(len(X_query), reference_sample) > exact_pairs and len(X_ref) >= 256:
+        return _near_duplicates_indexed(X_ref, X_query, fraction, seed, reference_sample, rng)
     Z_ref, ok_ref = zscore_windows(X_ref)
     Z_q, ok_q = zscore_windows(X_query)
     ref_rows = np.flatnonzero(ok_ref)
     Z_ref_ok = Z_ref[ref_rows]
-    rng = np.random.default_rng(seed)
     sample = rng.choice(len(ref_rows), size=min(reference_sample, len(ref_rows)), replace=False)
     sample.sort()
     if len(ref_rows) >= 2:
@@ -311,6 +263,25 @@ def near_duplicates(
     return NearDuplicates(typical, threshold, dist, partner, flagged)
 
 
+def _near_duplicates_indexed(X_ref, X_query, fraction, seed, reference_sample, rng) -> NearDuplicates:
+    index = build_index(X_ref, seed=seed)
+    sample = np.sort(rng.choice(index.rows, size=min(reference_sample, len(index.rows)), replace=False))
+    within, _ = index.nearest(X_ref[sample], exclude=sample)
+    within = within[np.isfinite(within)]
+    typical = float(np.median(within)) if len(within) else float("nan")
+    dist, partner = index.nearest(X_query)
+    ok_q = _valid(X_query)
+    threshold = fraction * typical if math.isfinite(typical) else 0.0
+    flagged = ok_q & (dist < threshold)
+    return NearDuplicates(typical, threshold, dist, partner, flagged, method=index.describe())
+
+
+def _valid(X: np.ndarray) -> np.ndarray:
+    """Non-constant windows (the ones z-scoring can compare), in chunks."""
+    parts = [zscore_windows(X[s : s + 8192])[1] for s in range(0, len(X), 8192)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
 def near_duplicate_windows(ctx) -> CheckResult:
     X = ctx.dataset.X
     frac = float(ctx.thresholds.near_duplicate_fraction)
@@ -323,7 +294,7 @@ def near_duplicate_windows(ctx) -> CheckResult:
         if not math.isfinite(nd.reference_nn) or nd.reference_nn <= 0:
             return None
         # Exact copies are reported by identical_windows; here only the near ones.
-        near = nd.flagged & ~identical_pairs(X[ref], X[query])[0]
+        near = nd.flagged & ~identical_rows(X, ref, query)[0]
         ratio = nd.distance / nd.reference_nn
         finite = ratio[np.isfinite(ratio)]
         closest = float(finite.min()) if len(finite) else float("nan")
@@ -332,6 +303,7 @@ def near_duplicate_windows(ctx) -> CheckResult:
         lines = [
             f"{q_name} vs {ref_name}: typical {ref_name} NN distance {nd.reference_nn:.3g} (z-scored windows), "
             f"threshold {nd.threshold:.3g}; closest {q_name} window at {closest:.3g}x"
+            + ("" if nd.method == "exact" else f"; {nd.method}")
         ]
         rows = np.flatnonzero(near)
         rows = rows[np.argsort(ratio[rows])][:MAX_EXAMPLES]
@@ -781,13 +753,12 @@ def majority_baseline(ctx, st) -> CheckResult:
     )
 
 
-@register(CHECK)
-def check_leakage(ctx) -> list[CheckResult]:
-    from diagnostics.training import short_training
-
+def row_level(ctx) -> list[CheckResult]:
+    """The findings asked of every row (no training): split bookkeeping, copies, ids, overlap, order."""
     content = shared_bar_windows(ctx)
     results = [r for r in (split_choice(ctx), split_rows(ctx)) if r is not None]
-    results += [
+    return [
+        *results,
         identical_windows(ctx),
         shared_ids(ctx),
         near_duplicate_windows(ctx),
@@ -795,6 +766,22 @@ def check_leakage(ctx) -> list[CheckResult]:
         content,
         temporal_order(ctx),
     ]
-    st = short_training(ctx)
+
+
+@register(CHECK)
+def check_leakage(ctx) -> list[CheckResult]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from diagnostics.training import short_training
+
+    # Both cores: the row-level findings (numpy, FAISS and BLAS, which release the GIL) run on a worker
+    # thread while the shared training run (whose --fit time limit needs the main thread's SIGALRM) trains.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moola-leakage-rows")
+    try:
+        rows = pool.submit(row_level, ctx)
+        st = short_training(ctx)
+        results = rows.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     results += [accuracy_gap(ctx, st), majority_baseline(ctx, st)]
     return results

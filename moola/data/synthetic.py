@@ -37,6 +37,9 @@ BAR_NS = 5 * 60 * 10**9  # generate_bars: 5-minute bars
 BARS_EPOCH_NS = 1_577_836_800 * 10**9  # 2020-01-01T00:00:00Z
 
 
+AR1_BLOCK = 2048  # windows per AR(1) matrix block: 2048 x 105 x 105 float64 = 180 MB
+
+
 def _ar1_matrix(phi: np.ndarray, length: int) -> np.ndarray:
     """(N, T, T) lower-triangular phi**(t-k): d = M @ eps is the AR(1) d_t = phi*d_{t-1} + eps_t."""
     lag = np.arange(length)[:, None] - np.arange(length)[None, :]
@@ -105,7 +108,12 @@ def generate(
     phi = rng.uniform(0.5, 0.8, n)
     shrink = rng.uniform(0.25, 0.55, n)
     eps = np.where(in_seg, shrink[:, None] * sigma[:, None] * rng.standard_normal((n, t)), 0.0)
-    dev = np.einsum("ntk,nk->nt", _ar1_matrix(phi, t), eps)
+    # In blocks of windows: the (N, T, T) matrix of all of them is 18 GB at N = 200,000.
+    dev = np.empty((n, t))
+    for b in range(0, n, AR1_BLOCK):
+        dev[b : b + AR1_BLOCK] = np.einsum(
+            "ntk,nk->nt", _ar1_matrix(phi[b : b + AR1_BLOCK], t), eps[b : b + AR1_BLOCK]
+        )
     dev_prev = np.concatenate([np.zeros((n, 1)), dev[:, :-1]], axis=1)
     cons_inc = np.where(in_seg, dev - dev_prev, 0.0)
 
