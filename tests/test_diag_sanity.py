@@ -212,7 +212,7 @@ def test_thread_probe_times_both_thread_counts_and_restores(data):
 
 def test_fit_that_hangs_is_stopped_at_the_stated_limit(data):
     ds, train, test = data
-    limited = dataclasses.replace(THRESHOLDS, fit_time_limit_s=0.5)
+    limited = dataclasses.replace(THRESHOLDS, fit_time_limit_s=0.5, fit_time_factor=0.0)
     ctx = DiagContext(
         ds, train, test, device="cpu", fit=fit_plugins.fit_hangs, fit_spec="p:fit_hangs", thresholds=limited
     )

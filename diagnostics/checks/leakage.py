@@ -40,6 +40,7 @@ from diagnostics.rowhash import identical_rows
 CHECK = "leakage"
 REFERENCE_SAMPLE = 2000  # train rows whose within-train NN distance sets the scale
 MAX_EXAMPLES = 5
+MAX_NAMED = 10_000  # copies named in a finding's values (the JSON report)
 
 
 # --------------------------------------------------------------------------- split bookkeeping
@@ -166,10 +167,14 @@ def identical_windows(ctx) -> CheckResult:
         n = int(mask.sum())
         if not n:
             return PairCount(0)
-        q_ids, r_ids = _ids(ctx, query[mask][:MAX_EXAMPLES]), _ids(ctx, ref[partner][:MAX_EXAMPLES])
+        q_ids, r_ids = _ids(ctx, query[mask][:MAX_NAMED]), _ids(ctx, ref[partner][:MAX_NAMED])
         lines = [f"{n} of {len(query)} {q_name} windows are byte-identical to a {ref_name} window:"]
-        lines += [f"  {q_name} {a} == {ref_name} {b}" for a, b in zip(q_ids, r_ids, strict=True)]
-        return PairCount(n, lines)
+        lines += [f"  {q_name} {a} == {ref_name} {b}" for a, b in zip(q_ids, r_ids, strict=True)][
+            :MAX_EXAMPLES
+        ]
+        # Every copy by name in the JSON report (the table shows the first few).
+        named = [[a, b] for a, b in zip(q_ids, r_ids, strict=True)]
+        return PairCount(n, lines, {f"{q_name}_{ref_name}_pairs": named})
 
     result = pair_finding(
         ctx,
