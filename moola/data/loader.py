@@ -27,9 +27,11 @@ first offending row (row number and window_id). The source file is only ever rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +106,7 @@ def _read_table(path: Path) -> tuple[pa.Table, list[str], dict[bytes, bytes]]:
                 )
             wanted = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names]
             metadata = dict(pf.schema_arrow.metadata or {})
-            return pf.read(columns=wanted), list(names), metadata
+            return pf.read(columns=wanted, use_threads=False), list(names), metadata
     except MoolaError:
         raise
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
@@ -451,6 +453,20 @@ def _rows_named(rows: np.ndarray, ids: np.ndarray) -> str:
     return shown + (f" and {len(rows) - MAX_ROWS_NAMED} more" if len(rows) > MAX_ROWS_NAMED else "")
 
 
+@contextlib.contextmanager
+def _system_pool() -> Iterator[None]:
+    """Arrow allocations inside go to the C allocator, not mimalloc: mimalloc keeps the pages of the
+    decoded parquet columns after they are freed, which doubled the loader's transient memory (20,000
+    windows: 277 MB of peak RSS for 34 MB of arrays, 142 MB with the system pool). Buffers remember their
+    pool, so arrays made here are freed correctly after the default is restored."""
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
 def load_windows(
     path: PathLike,
     *,
@@ -466,6 +482,13 @@ def load_windows(
     ``drop_null_rows``: drop windows with null features instead of refusing the file; the kept windows
     remember their file rows (``WindowDataset.row``), which split files index.
     """
+    with _system_pool():
+        return _load_windows(path, length, n_features, pointer_convention, drop_null_rows)
+
+
+def _load_windows(
+    path: PathLike, length: int, n_features: int | None, pointer_convention: str | None, drop_null_rows: bool
+) -> WindowDataset:
     path = Path(path)
     where = _Where(path)
     table, all_names, metadata = _read_table(path)
