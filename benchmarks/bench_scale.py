@@ -8,10 +8,11 @@ setup_cache generates and saves the file once (moola.data.synthetic.generate, se
   windows x 60 epochs instead of 475 x 20) is a 100x jump the gate cannot miss.
 - ``time_row_level_20k``: every row-level finding of check-all over every row (data checks, identical
   windows, shared ids, near-duplicates, overlap, shared bars, temporal order), single-threaded.
-- ``track_load_rss_over_data_20k``: the loader's peak RSS increase (VmHWM) over the bytes of the arrays it
-  returns; 1.0 would be no transient memory at all.
 
-``time_check_all_20k`` (the whole command, training included, ~30-60 s a call) is recorded by asv and
+Recorded, not gated: ``track_load_rss_over_data_20k``, the loader's peak RSS increase (VmHWM) over the
+bytes of the arrays it returns (1.0 would be no transient memory at all).
+
+And ``time_check_all_20k`` (the whole command, training included, ~30-60 s a call) is recorded by asv and
 pytest-benchmark but not gated (``gate = False``): 15 interleaved rounds on two revisions would add ~20 min to
 a gate run whose whole budget is ~5 min; the counter above catches the regression that matters (unbounded
 training work) and the row-level timing the rest.
@@ -81,7 +82,9 @@ class CheckAllScale:
         return round((peak - before) / data, 2)
 
     track_load_rss_over_data_20k.unit = "ratio"  # type: ignore[attr-defined]
-    track_load_rss_over_data_20k.gate_tolerance = 0.15  # type: ignore[attr-defined]  # allocator pages
+    # For the record (asv plots it), not gated: a one-shot RSS reading depends on what the worker process
+    # freed before it; the gate's peakmem_load_windows_20k guards the same memory over interleaved rounds.
+    track_load_rss_over_data_20k.gate = False  # type: ignore[attr-defined]
 
     def time_check_all_20k(self, path: str) -> None:
         run = require("diagnostics.commands:run")

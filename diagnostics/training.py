@@ -215,10 +215,10 @@ def fit_time_limit(
     expected = per_epoch * epochs
     limit = max(float(th.fit_time_limit_s), float(th.fit_time_factor) * expected)
     what = (
-        f"expected ~{format_seconds(expected)} here ({format_seconds(per_epoch)} per epoch: "
+        f"expected ~{format_seconds(expected)} here: {format_seconds(per_epoch)} per epoch = "
         f"{-(-n // batch)} plain AdamW steps of {format_seconds(step_s)} at batch {b}, lower bound "
-        f"{format_seconds(bound)}); the limit is {th.fit_time_factor:g}x that, at least "
-        f"{th.fit_time_limit_s:g} s (Thresholds.fit_time_factor, fit_time_limit_s)"
+        f"{format_seconds(bound)}; the limit is {th.fit_time_factor:g}x that, at least "
+        f"{th.fit_time_limit_s:g} s: Thresholds.fit_time_factor, fit_time_limit_s"
     )
     return limit, what
 
