@@ -467,7 +467,7 @@ class SharedBars:
 
 
 def shared_bars(
-    X_ref: np.ndarray, X_query: np.ndarray, min_shared: int = Thresholds.min_shared_bars, chunk: int = 200_000
+    X_ref: np.ndarray, X_query: np.ndarray, min_shared: int = Thresholds.min_shared_bars, chunk: int = 20_000
 ) -> SharedBars:
     """For each query window, the most bars it shares with a reference window at a consistent offset
     (query bar q == reference bar q - offset), counting only pairs with >= ``min_shared`` equal bars.
