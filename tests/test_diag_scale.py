@@ -4,6 +4,7 @@ limits that fit what they judge."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -197,3 +198,45 @@ def test_chunked_features_equal_the_transform_and_keep_its_errors():
     X[100, 3, 1] = -1.0
     with pytest.raises(MoolaError, match=r"window 100, bar 3"):
         transform_chunked(X, "relative11", chunk=16)
+
+
+# --------------------------------------------------------------------------- corpora inside a large file
+
+
+@pytest.fixture(scope="module")
+def sliding_in_large():
+    """The leakage corpus's sliding windows (every 10 bars, 95 shared with the next) inside clean,
+    non-overlapping generated windows of other sources: 4,000 here (CI's budget), any number with
+    MOOLA_TEST_LARGE_N (run with 20,000 for the README)."""
+    from moola.data.synthetic import generate_bars
+    from moola.data.windowing import windows_dataset
+
+    bars = generate_bars(2600, seed=1)
+    n = len(range(0, 2600 - 105 + 1, 10))
+    sliding = windows_dataset(bars, labels=np.arange(n) % 2, stride=10, source="S1")
+    clean = generate(int(os.environ.get("MOOLA_TEST_LARGE_N", "4000")), seed=4)
+    ds = WindowDataset(
+        X=np.ascontiguousarray(np.concatenate([clean.X, sliding.X]), dtype=np.float32),
+        y=np.concatenate([clean.y, sliding.y]).astype(np.int64),
+        classes=("0", "1"),
+        window_id=np.concatenate([clean.window_id.astype(str), sliding.window_id.astype(str)]),
+        source=np.concatenate([clean.source.astype(str), sliding.source.astype(str)]),
+        bar_start=np.concatenate([clean.bar_start, sliding.bar_start]).astype(np.int64),
+    )
+    return ds, np.arange(len(clean), len(ds))
+
+
+def test_leakage_corpus_verdicts_hold_inside_a_large_file(sliding_in_large):
+    ds, s1 = sliding_in_large
+    train, test = make_split(ds, "random")
+    found = {r.name: r for r in leakage.row_level(DiagContext(ds, train, test, split_kind="random"))}
+    s1_test = np.intersect1d(test, s1)
+    assert found["window_overlap"].status is Status.FAIL
+    assert found["window_overlap"].values["overlapping"] == len(s1_test)  # only the sliding ones
+    assert found["shared_bars"].status is Status.FAIL
+    assert found["shared_bars"].values["max_shared_bars"] == 95
+    assert found["near_duplicates"].status is Status.PASS  # shifted windows are not near-copies
+    assert found["identical_windows"].status is Status.PASS
+    train, test = make_split(ds, "purged")
+    purged = leakage.row_level(DiagContext(ds, train, test, split_kind="purged"))
+    assert [r.name for r in purged if r.status is Status.FAIL] == []
