@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 CheckFn = Callable[["DiagContext"], "list[CheckResult]"]
 
 # Order is the order check-all runs and prints them: cheap, static checks first.
-CHECK_ORDER = ("config", "params", "data", "leakage", "sanity", "gpu")
+CHECK_ORDER = ("config", "params", "data", "leakage", "sanity", "stability", "gpu")
 _MODULES = {name: f"diagnostics.checks.{name}" for name in CHECK_ORDER}
 _REGISTRY: dict[str, CheckFn] = {}
 
