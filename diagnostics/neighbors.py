@@ -83,6 +83,25 @@ def nearest_neighbors(
     return dist, index
 
 
+class RowView:
+    """Rows ``rows`` of X without copying them: ``view[k]`` is ``X[rows[k]]`` (a slice or an index array), so
+    the index path reads 200,000 windows chunk by chunk instead of holding a copy of each split."""
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray):
+        self.X, self.rows = X, np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *X.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: slice | np.ndarray) -> np.ndarray:
+        return self.X[self.rows[k]]
+
+
+def materialize(X: np.ndarray | RowView) -> np.ndarray:
+    return X[:] if isinstance(X, RowView) else X
+
+
 @dataclass(frozen=True)
 class WindowIndex:
     """Projected reference windows in a FAISS IVF index, and how to project and re-rank against them."""

@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 
 from diagnostics.context import Thresholds
-from diagnostics.neighbors import EXACT_PAIRS, build_index, nearest_neighbors, zscore_windows
+from diagnostics.neighbors import (
+    EXACT_PAIRS,
+    RowView,
+    build_index,
+    materialize,
+    nearest_neighbors,
+    zscore_windows,
+)
 from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status, skip
 from diagnostics.rowhash import identical_rows
@@ -232,8 +239,8 @@ class NearDuplicates:
 
 
 def near_duplicates(
-    X_ref: np.ndarray,
-    X_query: np.ndarray,
+    X_ref: np.ndarray | RowView,
+    X_query: np.ndarray | RowView,
     fraction: float,
     seed: int = 0,
     reference_sample: int = REFERENCE_SAMPLE,
@@ -247,8 +254,8 @@ def near_duplicates(
     rng = np.random.default_rng(seed)
     if float(len(X_ref)) * max(len(X_query), reference_sample) > exact_pairs and len(X_ref) >= 256:
         return _near_duplicates_indexed(X_ref, X_query, fraction, seed, reference_sample, rng)
-    Z_ref, ok_ref = zscore_windows(X_ref)
-    Z_q, ok_q = zscore_windows(X_query)
+    Z_ref, ok_ref = zscore_windows(materialize(X_ref))
+    Z_q, ok_q = zscore_windows(materialize(X_query))
     ref_rows = np.flatnonzero(ok_ref)
     Z_ref_ok = Z_ref[ref_rows]
     sample = rng.choice(len(ref_rows), size=min(reference_sample, len(ref_rows)), replace=False)
@@ -295,7 +302,7 @@ def near_duplicate_windows(ctx) -> CheckResult:
     def measure(ref_name, ref, q_name, query) -> PairCount | None:
         if len(ref) < 2 or len(query) == 0:
             return None
-        nd = near_duplicates(X[ref], X[query], frac, seed=0)
+        nd = near_duplicates(RowView(X, ref), RowView(X, query), frac, seed=0)
         if not math.isfinite(nd.reference_nn) or nd.reference_nn <= 0:
             return None
         # Exact copies are reported by identical_windows; here only the near ones.
