@@ -119,7 +119,11 @@ def test_write_reports_writes_both_atomically(tmp_path: Path):
     assert json.loads((out / "report.json").read_text())["verdict"] == "FAIL"
     assert (out / "report.md").read_text().startswith("## moola-diag: FAIL")
     assert "<h1>moola-diag: FAIL: 1 FAIL, 1 WARN, 1 PASS, 1 SKIP</h1>" in (out / "report.html").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]  # no temp files
+    assert sorted(p.name for p in out.iterdir()) == [
+        "report.html",
+        "report.json",
+        "report.md",
+    ]  # no temp files
 
 
 def test_a_rendering_failure_leaves_the_previous_reports_untouched(tmp_path: Path, monkeypatch):

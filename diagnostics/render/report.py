@@ -56,13 +56,20 @@ def report_paths(
     return paths
 
 
-def render_all(payload: dict[str, Any], kinds: set[str]) -> dict[str, str | dict[str, Any]]:
-    """Each requested kind's content, all rendered from the one JSON payload."""
-    out: dict[str, str | dict[str, Any]] = {"json": payload}
+def render_all(payload: dict[str, Any], kinds: set[str]) -> dict[str, str]:
+    """Each requested kind's text, the Markdown and HTML rendered from the JSON exactly as it is saved
+    (sorted keys, strict values), so a saved report re-renders to the same bytes."""
+    import json
+
+    from moola.io import dumps_json
+
+    text = dumps_json(payload)
+    saved = json.loads(text)
+    out = {"json": text}
     if "md" in kinds:
-        out["md"] = markdown.check_markdown(payload)
+        out["md"] = markdown.check_markdown(saved)
     if "html" in kinds:
-        out["html"] = html.check_html(payload)
+        out["html"] = html.check_html(saved)
     return out
 
 
@@ -78,18 +85,11 @@ def write_reports(
     Everything is rendered before the first byte is written, so a rendering bug cannot leave a
     half-updated set either.
     """
+    from moola.io import atomic_write_text
+
     paths = report_paths(report_dir, json_path, partial)
     rendered = render_all(to_json(results, meta), {kind for _, kind in paths})
-    return write_rendered(paths, rendered)
-
-
-def write_rendered(paths: list[tuple[Path, str]], rendered: dict[str, Any]) -> list[Path]:
-    from moola.io import atomic_write_json, atomic_write_text
-
-    return [
-        atomic_write_json(path, rendered[kind]) if kind == "json" else atomic_write_text(path, rendered[kind])
-        for path, kind in paths
-    ]
+    return [atomic_write_text(path, rendered[kind]) for path, kind in paths]
 
 
 def discard_partial_reports(
