@@ -154,8 +154,8 @@ def check_payload() -> dict[str, Any]:
     return to_json(check_results(), META, created=CREATED)
 
 
-def gate_payload() -> dict[str, Any]:
-    """A gate run with one timing regression, an accepted counter, unchanged ones and a quality section."""
+def gate_report() -> Any:
+    """A gate run with one timing regression, an improvement, an accepted counter and unchanged ones."""
     from diagnostics.gate.report import GateReport, RevisionInfo
     from diagnostics.gate.stats import CounterComparison, TimingComparison
 
@@ -198,7 +198,7 @@ def gate_payload() -> dict[str, Any]:
             accepted_reason="bigger attention",
         ),
     ]
-    report = GateReport(
+    return GateReport(
         base=RevisionInfo("base", "main", "0123456789abcdef", "docs"),
         head=RevisionInfo("head", "WORKTREE", "WORKTREE"),
         settings={"alpha": 0.05, "processes": 2, "rounds": 15},
@@ -207,7 +207,11 @@ def gate_payload() -> dict[str, Any]:
         samples=samples,
         wall_s=259.0,
     )
-    payload = report.to_dict()
+
+
+def gate_payload() -> dict[str, Any]:
+    """``gate_report()``'s JSON with a quality section (two distributions of per-run accuracy)."""
+    payload = gate_report().to_dict()
     q_base = [0.86, 0.88, 0.85, 0.87, 0.86]
     q_head = [0.79, 0.81, 0.80, 0.78, 0.82]
     payload["quality"] = [

@@ -95,3 +95,48 @@ def test_rerendering_something_else_is_one_line_exit_2(tmp_path: Path, capsys):
     assert render_main([str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a moola-diag check, gate or sensitivity report" in err[0]
+
+
+def test_gate_html_option_writes_the_page(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import diagnostics.gate.core as core
+    from diagnostics.cli import app
+    from tests.report_fixtures import gate_report
+
+    monkeypatch.setattr(
+        core, "run", lambda *a, **k: gate_report()
+    )  # the measuring is tested in test_gate_e2e
+    out = tmp_path / "gate.html"
+    result = CliRunner().invoke(app, ["gate", "--base", "main", "--html", str(out)])
+    assert result.exit_code == 1, result.output  # the fixture's regression
+    assert f"wrote {out}" in result.output.replace("\n", "")
+    page = out.read_text(encoding="utf-8")
+    assert "<h1>moola benchmark gate: REGRESSION" in page and page.count("<svg") == 4
+
+
+def test_sensitivity_writes_its_page_beside_its_json(tmp_path: Path):
+    import json
+
+    from diagnostics.gate.sensitivity import measure
+
+    out = tmp_path / "sens.json"
+    measure(family="forward", trials=0, out=str(out), progress=lambda _m: None)
+    page = (tmp_path / "sens.html").read_text(encoding="utf-8")
+    assert json.loads(out.read_text())["summary"]["trials"] == 0
+    assert "<h1>gate sensitivity (forward): detected 0/0" in page
+    assert render_main([str(out), "--out", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_text(encoding="utf-8") == page
+
+
+def test_sensitivity_page_plots_each_trials_largest_ratio():
+    page = html.sensitivity_html(
+        {
+            "settings": {"family": "train", "slowdown": 0.2},
+            "slow": [gate_payload(), gate_payload()],
+            "identical": [gate_payload()],
+            "summary": {"detections": 2, "false_alarms": 1, "errors": 0, "trials": 2},
+        }
+    )
+    assert 'data-plot="sensitivity-ratios"' in page and page.count("<svg") == 1
+    assert "detected 2/2 injected 20% slowdowns; 1/2 false alarms" in page

@@ -172,6 +172,14 @@ def gate_command(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the full report as JSON here.", dir_okay=False)
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write a self-contained HTML page (each benchmark's samples and HL interval plotted) here.",
+            dir_okay=False,
+        ),
+    ] = None,
     repo: Annotated[
         Path | None,
         typer.Option("--repo", help="Git repository (default: the one around the cwd).", file_okay=False),
@@ -201,6 +209,7 @@ def gate_command(
     }
     if action == "bisect":
         from diagnostics.gate.find import run as bisect_run
+        from diagnostics.render.report import write_html
         from moola.io import atomic_write_json, atomic_write_text
 
         if good is None or bad is None:
@@ -216,6 +225,8 @@ def gate_command(
             atomic_write_json(json_path, result.to_dict())
         if markdown is not None and result.report is not None:
             atomic_write_text(markdown, result.report.to_markdown())
+        if html is not None and result.report is not None:
+            write_html(html, result.report.to_dict(), "gate")
         if result.exit_code:
             raise typer.Exit(result.exit_code)
         return
@@ -227,7 +238,12 @@ def gate_command(
 
     report = run(base, head, repo=repo, markdown=markdown, json_path=json_path, progress=say, **options)
     print_report(report, console)
-    if markdown is not None:
-        console.print(f"wrote {markdown}")
+    if html is not None:
+        from diagnostics.render.report import write_html
+
+        write_html(html, report.to_dict(), "gate")
+    for path in (markdown, html):
+        if path is not None:
+            console.print(f"wrote {path}")
     if report.exit_code:
         raise typer.Exit(report.exit_code)

@@ -309,7 +309,10 @@ def measure(
         else None,
     }
     if out:
+        from diagnostics.render.report import write_html
+
         atomic_write_json(out, results)
+        write_html(Path(out).with_suffix(".html"), results, "sensitivity")  # beside the JSON
     return results
 
 
@@ -367,7 +370,7 @@ def sensitivity_command(
         f" {s['false_alarms']}/{trials} false alarms on identical revisions"
         f" ({identical_bench or 'whole suite'}); {s['errors']} errors;"
         f" {s['seconds_per_gate_median'] or 0:.1f} s per gate run (max {s['seconds_per_gate_max'] or 0:.1f} s)"
-        f"{' with a busy neighbour' if busy else ''} -> {out}"
+        f"{' with a busy neighbour' if busy else ''} -> {out} and {Path(out).with_suffix('.html')}"
     )
     if s["errors"]:
         raise typer.Exit(2)

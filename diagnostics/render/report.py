@@ -98,3 +98,14 @@ def discard_partial_reports(
     """A complete run supersedes an earlier interrupted one: remove its partial files."""
     for path, _kind in report_paths(report_dir, json_path, partial=True):
         path.unlink(missing_ok=True)
+
+
+def write_html(path: str | os.PathLike[str], payload: dict[str, Any], kind: str = "check") -> Path:
+    """Write the HTML page of a check, gate or sensitivity payload atomically, rendered from the JSON as
+    it would be saved (so re-rendering the saved JSON gives the same page)."""
+    import json
+
+    from moola.io import atomic_write_text, dumps_json
+
+    render = {"check": html.check_html, "gate": html.gate_html, "sensitivity": html.sensitivity_html}[kind]
+    return atomic_write_text(path, render(json.loads(dumps_json(payload))))
