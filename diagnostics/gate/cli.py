@@ -192,12 +192,12 @@ def gate_command(
     from rich.console import Console
     from rich.markup import escape
 
+    from diagnostics.render.progress import progress
     from moola.errors import MoolaError
 
     console = Console(width=None if Console().is_terminal else 160, stderr=False)
-
-    def say(msg: str) -> None:
-        console.print(f"[dim]{escape(msg)}[/]")
+    # A live line (spinner, current round, elapsed) under the log on a terminal; the plain log otherwise.
+    display = progress(console, label="", keep_lines=True)
 
     options = {
         "bench": bench,
@@ -214,7 +214,8 @@ def gate_command(
 
         if good is None or bad is None:
             raise MoolaError("gate bisect needs --good REV and --bad REV")
-        result = bisect_run(good, bad, repo=repo, progress=say, **options)
+        with display as say:
+            result = bisect_run(good, bad, repo=repo, progress=say, **options)
         if result.report is not None:
             print_report(result.report, console)
         if result.first_bad:
@@ -236,7 +237,8 @@ def gate_command(
         raise MoolaError("gate needs --base REV (or: gate bisect --good REV --bad REV)")
     from diagnostics.gate.core import run
 
-    report = run(base, head, repo=repo, markdown=markdown, json_path=json_path, progress=say, **options)
+    with display as say:
+        report = run(base, head, repo=repo, markdown=markdown, json_path=json_path, progress=say, **options)
     print_report(report, console)
     if html is not None:
         from diagnostics.render.report import write_html

@@ -349,21 +349,29 @@ def sensitivity_command(
     ] = None,
 ) -> None:
     """Measure the gate's detection rate (injected slowdown) and false alarms (identical revisions)."""
-    res = measure(
-        family=family,
-        trials=trials,
-        slowdown=slowdown,
-        inject=inject,
-        bench=bench,
-        identical_bench=identical_bench,
-        busy=busy,
-        pin=not no_pin,
-        rounds=rounds,
-        alpha=alpha,
-        check_hidden=check_hidden,
-        out=out,
-        repo=repo,
-    )
+    from rich.console import Console
+
+    from diagnostics.render.progress import progress
+
+    # A live line over the trials' log on a terminal (one step per gate run), the plain log otherwise.
+    steps = 1 + 2 * trials + int(check_hidden)
+    with progress(Console(highlight=False), total=steps, label="", keep_lines=True) as say:
+        res = measure(
+            family=family,
+            trials=trials,
+            slowdown=slowdown,
+            inject=inject,
+            bench=bench,
+            identical_bench=identical_bench,
+            busy=busy,
+            pin=not no_pin,
+            rounds=rounds,
+            alpha=alpha,
+            check_hidden=check_hidden,
+            out=out,
+            repo=repo,
+            progress=say,
+        )
     s = res["summary"]
     print(
         f"{family}: detected {s['detections']}/{trials} injected {slowdown:.0%} ({inject}) slowdowns;"
