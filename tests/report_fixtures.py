@@ -24,6 +24,24 @@ META = {
 }
 
 
+def summary(metric: str, values: list[float]) -> dict[str, Any]:
+    """The shape of ``diagnostics.quality.MetricSummary.to_dict()`` (fixed numbers)."""
+    v = np.asarray(values)
+    half = 2.776 * v.std(ddof=1) / np.sqrt(len(v))
+    return {
+        "metric": metric,
+        "n": len(v),
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)),
+        "ci_low": float(v.mean() - half),
+        "ci_high": float(v.mean() + half),
+        "median": float(np.median(v)),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "values": values,
+    }
+
+
 def check_results() -> list[CheckResult]:
     """A run with a FAIL (last in run order, so the page must move it up), a WARN and every plot kind."""
     rng = np.random.default_rng(0)
@@ -99,11 +117,16 @@ def check_results() -> list[CheckResult]:
         ),
         CheckResult(
             "stability",
-            "val_acc",
+            "accuracy",
             Status.PASS,
-            "val accuracy 0.86 ± 0.02 over 5 seeds",
-            "above the majority",
-            values={"runs": {"val_acc": [0.84, 0.86, 0.88, 0.85, 0.87]}, "majority": 0.571},
+            "accuracy 0.860 (95% CI 0.841-0.879, 5 runs)",
+            "beats the majority-class accuracy (0.571) across runs",
+            values={
+                "metric": "acc",
+                "summary": summary("acc", [0.84, 0.86, 0.88, 0.85, 0.87]),
+                "baseline": summary("majority_acc", [0.571, 0.571, 0.56, 0.58, 0.571]),
+                "runs": 5,
+            },
         ),
         CheckResult(
             "gpu",
@@ -157,7 +180,7 @@ def check_payload() -> dict[str, Any]:
 def gate_report() -> Any:
     """A gate run with one timing regression, an improvement, an accepted counter and unchanged ones."""
     from diagnostics.gate.report import GateReport, RevisionInfo
-    from diagnostics.gate.stats import CounterComparison, TimingComparison
+    from diagnostics.gate.stats import CounterComparison, QualityComparison, TimingComparison
 
     # Fixed statistics (not recomputed), so the page's golden outline does not move with the gate's maths.
     rng = np.random.default_rng(1)
@@ -198,6 +221,34 @@ def gate_report() -> Any:
             accepted_reason="bigger attention",
         ),
     ]
+
+    def side(values: list[float]) -> dict[str, Any]:
+        v = np.asarray(values)
+        half = 2.776 * v.std(ddof=1) / np.sqrt(len(v))
+        return {
+            "mean": float(v.mean()),
+            "sd": float(v.std(ddof=1)),
+            "ci": [v.mean() - half, v.mean() + half],
+            "n": len(v),
+            "values": values,
+        }
+
+    quality = [
+        QualityComparison(
+            "Quality.track_val_acc(jade_compact)",
+            "accuracy",
+            True,
+            0.02,
+            side([0.86, 0.88, 0.85, 0.87, 0.86]),
+            side([0.79, 0.81, 0.80, 0.78, 0.82]),
+            drop=0.064,
+            drop_ci=(0.045, 0.083),
+            p_worse=0.0004,
+            p_better=0.9996,
+            verdict="regression",
+            p_adjusted=0.0008,
+        ),
+    ]
     return GateReport(
         base=RevisionInfo("base", "main", "0123456789abcdef", "docs"),
         head=RevisionInfo("head", "WORKTREE", "WORKTREE"),
@@ -205,39 +256,14 @@ def gate_report() -> Any:
         timings=timings,
         counters=counters,
         samples=samples,
+        quality=quality,
         wall_s=259.0,
     )
 
 
 def gate_payload() -> dict[str, Any]:
-    """``gate_report()``'s JSON with a quality section (two distributions of per-run accuracy)."""
+    """``gate_report()``'s JSON, as the gate writes it."""
     payload = gate_report().to_dict()
-    q_base = [0.86, 0.88, 0.85, 0.87, 0.86]
-    q_head = [0.79, 0.81, 0.80, 0.78, 0.82]
-    payload["quality"] = [
-        {
-            "name": "stability.val_acc(jade_compact)",
-            "metric": "val_acc",
-            "verdict": "regression",
-            "base": {
-                "mean": float(np.mean(q_base)),
-                "sd": float(np.std(q_base, ddof=1)),
-                "ci": [0.85, 0.875],
-                "n": 5,
-                "values": q_base,
-            },
-            "head": {
-                "mean": float(np.mean(q_head)),
-                "sd": float(np.std(q_head, ddof=1)),
-                "ci": [0.785, 0.815],
-                "n": 5,
-                "values": q_head,
-            },
-            "drop": 0.064,
-            "p": 0.004,
-            "threshold": 0.02,
-        }
-    ]
     return payload
 
 

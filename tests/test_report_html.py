@@ -79,8 +79,9 @@ def test_gate_page_puts_the_regression_and_its_samples_first_and_shows_quality()
     assert page.index('id="regressions"') < page.index('id="changes"') < page.index('id="unchanged"')
     first = re.search(r'data-plot="([^"]+)"', page)
     assert first is not None and first.group(1) == "samples-TrainEpoch-time_epoch(jade_compact)"
-    assert 'data-plot="quality-stability-val_acc(jade_compact)"' in page
-    assert "<h1>moola benchmark gate: REGRESSION: 1 regression(s)" in page
+    quality = page.index('data-plot="quality-Quality-track_val_acc(jade_compact)"')
+    assert quality < page.index('id="changes"')  # a quality regression is a regression: it comes first too
+    assert "<h1>moola benchmark gate: REGRESSION: 2 regression(s)" in page
 
 
 def test_a_saved_report_rerenders_to_the_same_page(tmp_path: Path):
@@ -112,7 +113,7 @@ def test_gate_html_option_writes_the_page(tmp_path: Path, monkeypatch):
     assert result.exit_code == 1, result.output  # the fixture's regression
     assert f"wrote {out}" in result.output.replace("\n", "")
     page = out.read_text(encoding="utf-8")
-    assert "<h1>moola benchmark gate: REGRESSION" in page and page.count("<svg") == 4
+    assert "<h1>moola benchmark gate: REGRESSION" in page and page.count("<svg") == 5
 
 
 def test_sensitivity_writes_its_page_beside_its_json(tmp_path: Path):

@@ -236,31 +236,44 @@ def counter_table(counters: Sequence[Mapping[str, Any]]) -> str:
 
 
 def quality_html(quality: Sequence[Mapping[str, Any]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in ("name", "metric", "base mean (95% CI)", "head mean (95% CI)",
-                                             "drop", "p", "threshold", "verdict"))  # fmt: skip
+    """Quality benchmarks (``QualityComparison.to_dict()``): a table and each one's two distributions."""
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "quality benchmark",
+            "base mean ± sd (95% CI, runs)",
+            "head mean ± sd (95% CI, runs)",
+            "worse by (95% CI)",
+            "p (worse, Holm)",
+            "threshold",
+            "verdict",
+        )
+    )
+
+    def num(x: Any, spec: str = ".4g") -> str:
+        return format(x, spec) if isinstance(x, (int, float)) else "—"
 
     def side(s: Mapping[str, Any]) -> str:
-        ci = s.get("ci") or [None, None]
-        if not isinstance(s.get("mean"), (int, float)):
-            return "—"
+        ci = list(s.get("ci") or [None, None])
         return (
-            f"{s['mean']:.4g} [{ci[0]:.4g}, {ci[1]:.4g}] n={s.get('n')}"
-            if None not in ci
-            else f"{s['mean']:.4g}"
+            f"{num(s.get('mean'))} ± {num(s.get('sd'), '.2g')} ({num(ci[0])}–{num(ci[1])}, {s.get('n', '—')})"
         )
 
-    def num(x: Any) -> str:
-        return f"{x:.3g}" if isinstance(x, (int, float)) else "—"
-
-    rows = "".join(
-        f"<tr><td>{escape(str(q.get('name')))}</td><td>{escape(str(q.get('metric')))}</td>"
-        f"<td class='num'>{side(q.get('base') or {})}</td><td class='num'>{side(q.get('head') or {})}</td>"
-        f"<td class='num'>{num(q.get('drop'))}</td><td class='num'>{num(q.get('p'))}</td>"
-        f"<td class='num'>{num(q.get('threshold'))}</td><td>{badge(str(q.get('verdict')))}</td></tr>"
-        for q in quality
-    )
+    rows = []
+    for q in quality:
+        drop_ci = list(q.get("drop_ci") or [None, None])
+        p = q.get("p_adjusted", q.get("p_worse", q.get("p")))
+        rows.append(
+            f"<tr><td>{escape(str(q.get('name')))}</td><td class='num'>{side(q.get('base') or {})}</td>"
+            f"<td class='num'>{side(q.get('head') or {})}</td>"
+            f"<td class='num'>{num(q.get('drop'))} ({num(drop_ci[0])}–{num(drop_ci[1])})</td>"
+            f"<td class='num'>{num(p, '.2g')}</td><td class='num'>{num(q.get('threshold'))}</td>"
+            f"<td>{badge(str(q.get('verdict')))}</td></tr>"
+        )
     figs = [safe_plot(anchor("quality", str(q.get("name"))), plots.quality_distributions, q) for q in quality]
-    return f'<table class="grid quality"><tr>{head}</tr>{rows}</table>\n' + "\n".join(f for f in figs if f)
+    return f'<table class="grid quality"><tr>{head}</tr>{"".join(rows)}</table>\n' + "\n".join(
+        f for f in figs if f
+    )
 
 
 def gate_html(payload: Mapping[str, Any]) -> str:
@@ -276,6 +289,7 @@ def gate_html(payload: Mapping[str, Any]) -> str:
     )
     samples = payload.get("samples", {})
     timings, counters = payload.get("timings", []), payload.get("counters", [])
+    quality = payload.get("quality") or []
     rank = {"regression": 0, "missing": 0, "improvement": 1, "accepted": 1}
     body = []
     if payload.get("errors"):
@@ -286,7 +300,12 @@ def gate_html(payload: Mapping[str, Any]) -> str:
     for key, title, level in groups:
         ts = [t for t in timings if rank.get(t["verdict"], 2) == level]
         cs = [c for c in counters if rank.get(c["verdict"], 2) == level]
-        if not (ts or cs):
+        qs = [q for q in quality if rank.get(q.get("verdict", ""), 2) == level]
+        if level == 2 and qs:  # unchanged quality stays open: its distributions are the evidence either way
+            body.append(
+                f'<section class="quality" id="quality"><h2>Quality (unchanged)</h2>\n{quality_html(qs)}\n</section>'
+            )
+        if not (ts or cs or (qs and level < 2)):
             continue
         inner = []
         if ts:
@@ -295,14 +314,12 @@ def gate_html(payload: Mapping[str, Any]) -> str:
                       for t in ts]  # fmt: skip
         if cs:
             inner.append(counter_table(cs))
+        if qs and level < 2:
+            inner.append(quality_html(qs))
         content = "\n".join(x for x in inner if x)
         if level == 2:
             content = f"<details><summary>{len(ts) + len(cs)} benchmark(s)</summary>\n{content}\n</details>"
         body.append(f'<section class="gate-group" id="{key}"><h2>{title}</h2>\n{content}\n</section>')
-    if payload.get("quality"):
-        body.append(
-            f'<section class="quality" id="quality"><h2>Quality</h2>\n{quality_html(payload["quality"])}\n</section>'
-        )
     if timings:
         body.append(
             f'<section id="overview"><h2>All timed benchmarks</h2>\n{safe_plot("ratio-overview", plots.ratio_overview, timings)}\n</section>'
@@ -335,9 +352,13 @@ def sensitivity_html(results: Mapping[str, Any]) -> str:
     """The sensitivity tool's JSON: detections and false alarms, and each trial's largest ratio."""
     s, summary = results.get("settings", {}), results.get("summary", {})
     trials = summary.get("trials", 0)
+    quality = s.get("family") == "quality"
+    injected = (
+        f"label flips of {s.get('flip') or 0:.0%}" if quality else f"{s.get('slowdown') or 0:.0%} slowdowns"
+    )
     verdict = (
-        f"detected {summary.get('detections')}/{trials} injected {s.get('slowdown', 0):.0%} slowdowns; "
-        f"{summary.get('false_alarms')}/{trials} false alarms on identical revisions"
+        f"detected {summary.get('detections')}/{trials} injected {injected}; "
+        f"{summary.get('false_alarms')}/{trials} false alarms on {'reseeding' if quality else 'identical'} revisions"
     )
     ok = (
         summary.get("errors", 0) == 0
@@ -348,12 +369,12 @@ def sensitivity_html(results: Mapping[str, Any]) -> str:
         escape(" · ".join(f"{k} {v}" for k, v in s.items())) + "</p>"  # fmt: skip
     rows = "".join(
         f"<tr><td>{kind}</td><td class='num'>{i + 1}</td><td class='num'>{r['exit_code']}</td>"
-        f"<td class='num'>{max((t['ratio'] for t in r.get('timings', [])), default=float('nan')):.3f}</td>"
+        f"<td class='num'>{plots._largest(r)[0] or float('nan'):.3f}</td>"
         f"<td class='num'>{r.get('seconds', 0):.1f}</td></tr>"
         for kind in ("slow", "identical")
         for i, r in enumerate(results.get(kind, []))
     )
-    table = ("<table class='grid trials'><tr><th>head</th><th>trial</th><th>exit</th><th>largest ratio</th>"
+    table = ("<table class='grid trials'><tr><th>head</th><th>trial</th><th>exit</th><th>largest ratio (or quality drop)</th>"
              f"<th>seconds</th></tr>{rows}</table>")  # fmt: skip
     body = [
         f"<section id='trials'><h2>Trials</h2>\n{safe_plot('sensitivity-ratios', plots.sensitivity_ratios, results)}\n{table}\n</section>"

@@ -88,7 +88,8 @@ def finding_plots(finding: Finding, context: Context) -> list[tuple[str, str]]:
     candidates = []
     if key in _PLOTS:
         candidates.append(_PLOTS[key])
-    if isinstance(finding.get("values", {}).get("runs"), Mapping):
+    values = finding.get("values", {})
+    if isinstance(values.get("runs"), Mapping) or isinstance(values.get("summary"), Mapping):
         candidates.append(("run-distribution", run_distribution))
     for plot_id, fn in candidates:
         out.append((plot_id, render(fn, finding, context)))
@@ -314,28 +315,46 @@ def gpu_burst(f: Finding, ctx: Context) -> Figure | None:
     return fig
 
 
+def _per_run(values: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Per-run lists of a finding: ``runs = {metric: [...]}``, or the stability check's ``summary`` and
+    ``baseline`` (each ``{"metric", "values": [...], ...}``)."""
+    out: dict[str, list[float]] = {}
+    if isinstance(values.get("runs"), Mapping):
+        out.update({k: list(s) for k, s in values["runs"].items() if isinstance(s, list)})
+    for key in ("summary", "baseline"):
+        part = values.get(key)
+        if isinstance(part, Mapping) and isinstance(part.get("values"), list):
+            out[str(part.get("metric") or key)] = list(part["values"])
+    return {k: [float(x) for x in s if _num(x) is not None] for k, s in out.items() if s}
+
+
 def run_distribution(f: Finding, ctx: Context) -> Figure | None:
-    """Any finding with ``values["runs"] = {metric: [one value per run]}``: each metric's spread over runs."""
+    """A metric's values over runs (seeds, folds): each run a dot, the mean (and its CI when the finding
+    has one) a bar, beside its baseline's runs and the majority share where given."""
     import numpy as np
 
-    runs = {
-        k: [x for x in s if _num(x) is not None]
-        for k, s in f["values"]["runs"].items()
-        if isinstance(s, list)
-    }
-    runs = {k: s for k, s in runs.items() if s}
+    values = f["values"]
+    runs = {k: s for k, s in _per_run(values).items() if s}
     if not runs:
         return None
-    fig, ax = figure(0.9 + 0.35 * len(runs), left=label_inches(list(runs)))
+    fig, ax = figure(0.9 + 0.4 * len(runs), left=label_inches(list(runs)))
     rng = np.random.default_rng(0)  # jitter only, fixed so the page is reproducible
-    for i, (_k, s) in enumerate(runs.items()):
-        ax.plot(s, i + rng.uniform(-0.15, 0.15, len(s)), "o", color=COLOR[f["status"]], alpha=0.7, ms=4)
+    for i, s in enumerate(runs.values()):
+        color = COLOR[f["status"]] if i == 0 else NEUTRAL
+        ax.plot(s, i + rng.uniform(-0.15, 0.15, len(s)), "o", color=color, alpha=0.7, ms=4)
         ax.plot([np.mean(s)], [i], "|", color="black", ms=16, mew=2)
-    ax.set_yticks(range(len(runs)), list(runs))
-    majority = _num(f["values"].get("majority"))
+    summary = values.get("summary") if isinstance(values.get("summary"), Mapping) else {}
+    lo, hi, mean = _num(summary.get("ci_low")), _num(summary.get("ci_high")), _num(summary.get("mean"))
+    if lo is not None and hi is not None and mean is not None:
+        ax.errorbar([mean], [0.3], xerr=[[mean - lo], [hi - mean]], fmt="s", color="black", capsize=4, ms=4,
+                    label=f"mean {mean:.3f}, 95% CI [{lo:.3f}, {hi:.3f}]")  # fmt: skip
+    majority = _num(values.get("majority"))
     if majority is not None:
         ax.axvline(majority, color="black", ls="--", lw=1.2, label=f"majority share {majority:.3f}")
-        ax.legend(loc="lower right", frameon=False, fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", frameon=False, fontsize=8)
+    ax.set_yticks(range(len(runs)), list(runs))
+    ax.set_ylim(-0.6, len(runs) - 0.4)
     ax.set_xlabel("value per run (| = mean)")
     ax.set_title(f"spread over {max(len(s) for s in runs.values())} runs")
     return fig
@@ -376,7 +395,7 @@ def timing_samples(t: Mapping[str, Any], samples: Mapping[str, Sequence[float]])
 
 
 def quality_distributions(q: Mapping[str, Any]) -> Figure | None:
-    """One quality metric: base and head values per run, with each side's mean and CI."""
+    """One quality benchmark: base and head values per fresh-seed run, with each side's mean and 95% CI."""
     import numpy as np
 
     sides = [(k, q.get(k) or {}) for k in ("base", "head")]
@@ -385,18 +404,20 @@ def quality_distributions(q: Mapping[str, Any]) -> Figure | None:
     color = COLOR["FAIL"] if q.get("verdict") == "regression" else HEAD
     fig, ax = figure(1.6, left=0.55)
     rng = np.random.default_rng(0)
-    for i, (_name, s) in enumerate(sides):
+    for i, (_side, s) in enumerate(sides):
         vals = np.asarray(s["values"], float)
         ax.plot(
             vals, i + rng.uniform(-0.15, 0.15, len(vals)), "o", color=BASE if i == 0 else color, alpha=0.7
         )
-        ci = s.get("ci")
-        if ci and _num(s.get("mean")) is not None:
-            ax.errorbar([s["mean"]], [i + 0.35], xerr=[[s["mean"] - ci[0]], [ci[1] - s["mean"]]], fmt="s",
-                        color="black", capsize=4, ms=4)  # fmt: skip
+        ci, mean = s.get("ci") or [None, None], _num(s.get("mean"))
+        if mean is not None and _num(ci[0]) is not None and _num(ci[1]) is not None:
+            ax.errorbar([mean], [i + 0.35], xerr=[[mean - ci[0]], [ci[1] - mean]], fmt="s", color="black",
+                        capsize=4, ms=4)  # fmt: skip
     ax.set_yticks([0, 1], ["base", "head"])
     ax.set_ylim(-0.6, 1.8)
-    ax.set_xlabel(f"{q.get('metric', 'metric')} per run (■ = mean with 95% CI)")
+    better = "higher" if q.get("higher_is_better", True) else "lower"
+    metric = q.get("metric") or q.get("unit") or "score"
+    ax.set_xlabel(f"{metric} per run, {better} is better (■ = mean with 95% CI)")
     ax.set_title(f"{q.get('name', '')}: {q.get('verdict', '')}")
     return fig
 
@@ -422,13 +443,24 @@ def ratio_overview(timings: Sequence[Mapping[str, Any]]) -> Figure | None:
     return fig
 
 
+def _largest(run: Mapping[str, Any]) -> tuple[float | None, str]:
+    """One gate run's largest timing ratio or, for the quality family, its largest quality drop."""
+    if run.get("timings"):
+        return max(float(t["ratio"]) for t in run["timings"]), "largest head/base ratio per gate run (HL)"
+    drops = [float(q["drop"]) for q in run.get("quality") or [] if _num(q.get("drop")) is not None]
+    return (max(drops) if drops else None), "largest quality drop per gate run (head worse by)"
+
+
 def sensitivity_ratios(results: Mapping[str, Any]) -> Figure | None:
-    """The sensitivity tool: each trial's largest head/base ratio, slow head vs identical revisions."""
+    """The sensitivity tool: each trial's largest ratio (or quality drop), slow head vs identical revisions."""
     import numpy as np
 
-    kinds = [(k, [max((t["ratio"] for t in r.get("timings", [])), default=None) for r in results.get(k, [])])
-             for k in ("slow", "identical")]  # fmt: skip
-    kinds = [(k, [x for x in s if x is not None]) for k, s in kinds]
+    label = ""
+    kinds = []
+    for k in ("slow", "identical"):
+        found = [_largest(r) for r in results.get(k, [])]
+        kinds.append((k, [x for x, _ in found if x is not None]))
+        label = next((lab for x, lab in found if x is not None), label)
     if not any(s for _, s in kinds):
         return None
     fig, ax = figure(1.6, left=0.95)
@@ -437,12 +469,12 @@ def sensitivity_ratios(results: Mapping[str, Any]) -> Figure | None:
         ax.plot(s, i + rng.uniform(-0.15, 0.15, len(s)), "o", color=COLOR["FAIL"] if k == "slow" else BASE,
                 alpha=0.7, ms=4)  # fmt: skip
     slowdown = _num(results.get("settings", {}).get("slowdown"))
-    if slowdown:
+    if slowdown and "ratio" in label:
         ax.axvline(1 + slowdown, color=COLOR["FAIL"], ls="--", lw=1.2, label=f"injected x{1 + slowdown:g}")
         ax.legend(loc="upper right", frameon=False, fontsize=8)
-    ax.axvline(1.0, color="black", lw=1)
+    ax.axvline(1.0 if "ratio" in label else 0.0, color="black", lw=1)
     ax.set_yticks([0, 1], ["slow head", "identical"])
     ax.set_ylim(-0.6, 1.6)
-    ax.set_xlabel("largest head/base ratio per gate run (HL)")
+    ax.set_xlabel(label)
     ax.set_title("gate runs on the slow head and on identical revisions")
     return fig
