@@ -343,20 +343,20 @@ def run_distribution(f: Finding, ctx: Context) -> Figure | None:
         color = COLOR[f["status"]] if i == 0 else NEUTRAL
         ax.plot(s, i + rng.uniform(-0.15, 0.15, len(s)), "o", color=color, alpha=0.7, ms=4)
         ax.plot([np.mean(s)], [i], "|", color="black", ms=16, mew=2)
+    title = f"spread over {max(len(s) for s in runs.values())} runs"
     summary = values.get("summary") if isinstance(values.get("summary"), Mapping) else {}
     lo, hi, mean = _num(summary.get("ci_low")), _num(summary.get("ci_high")), _num(summary.get("mean"))
     if lo is not None and hi is not None and mean is not None:
-        ax.errorbar([mean], [0.3], xerr=[[mean - lo], [hi - mean]], fmt="s", color="black", capsize=4, ms=4,
-                    label=f"mean {mean:.3f}, 95% CI [{lo:.3f}, {hi:.3f}]")  # fmt: skip
+        ax.errorbar([mean], [0.3], xerr=[[mean - lo], [hi - mean]], fmt="s", color="black", capsize=4, ms=4)
+        title += f": mean {mean:.3g} (■), 95% CI [{lo:.3g}, {hi:.3g}]"
     majority = _num(values.get("majority"))
     if majority is not None:
         ax.axvline(majority, color="black", ls="--", lw=1.2, label=f"majority share {majority:.3f}")
-    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", frameon=False, fontsize=8)
     ax.set_yticks(range(len(runs)), list(runs))
     ax.set_ylim(-0.6, len(runs) - 0.4)
     ax.set_xlabel("value per run (| = mean)")
-    ax.set_title(f"spread over {max(len(s) for s in runs.values())} runs")
+    ax.set_title(title)
     return fig
 
 
