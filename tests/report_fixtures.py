@@ -126,6 +126,15 @@ def check_results() -> list[CheckResult]:
                 "summary": summary("acc", [0.84, 0.86, 0.88, 0.85, 0.87]),
                 "baseline": summary("majority_acc", [0.571, 0.571, 0.56, 0.58, 0.571]),
                 "runs": 5,
+                "curves": [
+                    {
+                        "train_loss": plot_data(curve * (1 + 0.1 * k), ordered=True),
+                        "val_loss": plot_data(curve * (1.2 + 0.1 * k) + 0.1, ordered=True),
+                        "train_acc": plot_data(1 - curve, ordered=True),
+                        "val_acc": plot_data(0.9 - curve, ordered=True),
+                    }
+                    for k in range(3)
+                ],
             },
         ),
         CheckResult(

@@ -28,7 +28,7 @@ def assert_seen_whole(seen: browser.Seen, expected_plots: int) -> None:
 
 def test_check_page_in_chromium(chromium: str, tmp_path: Path):
     seen = browser.open_page(chromium, html.check_html(check_payload()), tmp_path)
-    assert_seen_whole(seen, expected_plots=9)
+    assert_seen_whole(seen, expected_plots=10)
     assert seen.plots[0]["plot"] == "params-per-layer"  # the FAIL's plot, first
 
 

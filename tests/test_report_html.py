@@ -50,7 +50,7 @@ def test_every_finding_with_plot_data_gets_its_plot_and_nothing_fails_to_draw():
     plots = re.findall(r'<figure class="plot" data-plot="([^"]+)">\s*<svg', page)
     assert sorted(plots) == sorted([
         "params-per-layer", "near-duplicate-distances", "nearest-gaps", "accuracy-ci", "accuracy-gap",
-        "training-curves", "epoch-time", "run-distribution", "gpu-burst",
+        "training-curves", "epoch-time", "run-distribution", "run-curves", "gpu-burst",
     ])  # fmt: skip
     assert 'class="plot-error"' not in page
 
@@ -71,7 +71,7 @@ def test_a_plot_that_cannot_be_drawn_is_named_on_the_page_not_lost(monkeypatch):
     monkeypatch.setitem(plots._PLOTS, ("params", "params_per_sample"), ("params-per-layer", broken))
     page = html.check_html(check_payload())
     assert "plot of params/params_per_sample failed: ValueError(&#x27;bad data&#x27;)" in page
-    assert page.count("<svg") == 8  # the other plots are still there
+    assert page.count("<svg") == 9  # the other plots are still there
 
 
 def test_gate_page_puts_the_regression_and_its_samples_first_and_shows_quality():

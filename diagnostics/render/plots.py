@@ -260,6 +260,31 @@ def training_curves(f: Finding, ctx: Context) -> Figure | None:
     return fig
 
 
+@plot("stability", "accuracy", "run-curves")
+def run_curves(f: Finding, ctx: Context) -> Figure | None:
+    """Each stability run's train and validation loss and accuracy per epoch (moola's trainer's own log)."""
+    runs = [c for c in f["values"].get("curves") or [] if isinstance(c, Mapping) and c.get("val_loss")]
+    if not runs:
+        return None
+    fig, (loss_ax, acc_ax) = figure(2.8, ncols=2, left=0.6, top=0.55)
+    for i, c in enumerate(runs):
+        for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+            for part, style, color in (("train", "-", NEUTRAL), ("val", "-", COLOR[f["status"]])):
+                ys = c.get(f"{part}_{metric}") or []
+                ax.plot(range(1, len(ys) + 1), ys, style, color=color, lw=1, alpha=0.8,
+                        label=f"{part}" if i == 0 else None)  # fmt: skip
+    base = f["values"].get("baseline") or {}
+    if _num(base.get("mean")) is not None:
+        acc_ax.axhline(base["mean"], color="black", ls="--", lw=1, label=f"majority {base['mean']:.3f}")
+    loss_ax.set_title("loss per epoch")
+    acc_ax.set_title("accuracy per epoch")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("epoch")
+        ax.legend(frameon=False, fontsize=7)
+    fig.suptitle(f"{len(runs)} runs: train (grey) and validation", fontsize=9, fontweight="bold")
+    return fig
+
+
 @plot("sanity", "epoch_time", "epoch-time")
 def epoch_time(f: Finding, ctx: Context) -> Figure | None:
     v = f["values"]
