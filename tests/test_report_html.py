@@ -11,9 +11,18 @@ import re
 from pathlib import Path
 
 from diagnostics.render import html, write_reports
-from diagnostics.render.__main__ import main as render_main
 from tests.report_fixtures import META, check_payload, check_results, gate_payload, outline
 from tests.test_diag_render import golden
+
+
+def render_main(args: list[str]):
+    """``python -m diagnostics.render ARGS`` in-process: (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from diagnostics.render.__main__ import app
+
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.stdout, result.stderr
 
 
 @functools.cache
@@ -86,16 +95,18 @@ def test_gate_page_puts_the_regression_and_its_samples_first_and_shows_quality()
 
 def test_a_saved_report_rerenders_to_the_same_page(tmp_path: Path):
     write_reports(check_results(), META, tmp_path)
-    assert render_main([str(tmp_path / "report.json"), "--out", str(tmp_path / "again.html")]) == 0
+    assert render_main([str(tmp_path / "report.json"), "--out", str(tmp_path / "again.html")])[0] == 0
     assert (tmp_path / "again.html").read_bytes() == (tmp_path / "report.html").read_bytes()
 
 
-def test_rerendering_something_else_is_one_line_exit_2(tmp_path: Path, capsys):
+def test_rerendering_something_else_is_one_line_exit_2(tmp_path: Path):
     bad = tmp_path / "x.json"
     bad.write_text('{"a": 1}')
-    assert render_main([str(bad)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a moola-diag check, gate or sensitivity report" in err[0]
+    code, _out, err = render_main([str(bad)])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"{bad}: not a moola-diag check, gate or sensitivity report")
+    assert bad.read_text() == '{"a": 1}' and not bad.with_suffix(".html").exists()
 
 
 def test_gate_html_option_writes_the_page(tmp_path: Path, monkeypatch):
@@ -126,7 +137,7 @@ def test_sensitivity_writes_its_page_beside_its_json(tmp_path: Path):
     page = (tmp_path / "sens.html").read_text(encoding="utf-8")
     assert json.loads(out.read_text())["summary"]["trials"] == 0
     assert "<h1>gate sensitivity (forward): detected 0/0" in page
-    assert render_main([str(out), "--out", str(tmp_path / "again.html")]) == 0
+    assert render_main([str(out), "--out", str(tmp_path / "again.html")])[0] == 0
     assert (tmp_path / "again.html").read_text(encoding="utf-8") == page
 
 

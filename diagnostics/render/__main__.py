@@ -1,54 +1,65 @@
 """Re-render a saved report: ``python -m diagnostics.render reports/report.json [--out report.html]``.
 
-Reads a check report (``report.json``), a gate report (``--json`` of the gate) or the sensitivity tool's JSON,
-and writes its HTML (default: beside it, same stem, ``.html``), atomically.
+Reads a check report (``report.json``), a gate report (the gate's ``--json``) or the sensitivity tool's JSON,
+and writes its HTML page (default: beside it, same stem, ``.html``), atomically.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from moola.clitools import UserErrorCommand, run_app
 from moola.errors import MoolaError
+
+PROG = "python -m diagnostics.render"
+
+
+def kind_of(payload: object) -> str:
+    """Which report a JSON payload is: "check", "gate" or "sensitivity"."""
+    if isinstance(payload, dict):
+        if "results" in payload and "schema_version" in payload:
+            return "check"
+        if "timings" in payload and "status" in payload:
+            return "gate"
+        if "summary" in payload and "slow" in payload:
+            return "sensitivity"
+    raise MoolaError("not a moola-diag check, gate or sensitivity report")
 
 
 def render_file(path: Path, out: Path | None = None) -> Path:
-    from diagnostics.render import html
-    from moola.io import atomic_write_text
+    from diagnostics.render.report import write_html
 
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise MoolaError(f"{path}: cannot read a JSON report ({exc})") from None
-    if isinstance(payload, dict) and "results" in payload and "schema_version" in payload:
-        page = html.check_html(payload)
-    elif isinstance(payload, dict) and "timings" in payload and "status" in payload:
-        page = html.gate_html(payload)
-    elif isinstance(payload, dict) and "summary" in payload and "slow" in payload:
-        page = html.sensitivity_html(payload)
-    else:
-        raise MoolaError(f"{path}: not a moola-diag check, gate or sensitivity report")
-    return atomic_write_text(out or path.with_suffix(".html"), page)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if (
-        not args
-        or args[0] in ("-h", "--help")
-        or len(args) not in (1, 3)
-        or (len(args) == 3 and args[1] != "--out")
-    ):
-        print(__doc__.strip().splitlines()[0])
-        return 0 if args and args[0] in ("-h", "--help") else 2
     try:
-        print(f"wrote {render_file(Path(args[0]), Path(args[2]) if len(args) == 3 else None)}")
+        kind = kind_of(payload)
     except MoolaError as exc:
-        print(f"python -m diagnostics.render: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        raise MoolaError(f"{path}: {exc}") from None
+    return write_html(out or path.with_suffix(".html"), payload, kind)
+
+
+def render_command(
+    report: Annotated[
+        Path, typer.Argument(help="A saved report JSON (check, gate or sensitivity).", dir_okay=False)
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write the page (default: beside it, .html).", dir_okay=False),
+    ] = None,
+) -> None:
+    """Render a saved moola-diag report JSON as its self-contained HTML page."""
+    typer.echo(f"wrote {render_file(report, out)}")
+
+
+app = typer.Typer(name=PROG, add_completion=False, pretty_exceptions_enable=False)
+app.command(cls=UserErrorCommand)(render_command)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_app(app, PROG)
