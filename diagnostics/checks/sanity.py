@@ -680,7 +680,7 @@ def loss_decrease_verdict(st: Any, th: Thresholds) -> CheckResult:
         values={
             "init_loss": before,
             "final_loss": after,
-            "test_loss": st.test_loss,
+            "test_loss": getattr(st, "test_loss", None),  # a stubbed run may have none
             "epoch_loss": _epoch_losses(st),
         },
     )
