@@ -408,11 +408,15 @@ def data_fingerprint(ds: WindowDataset) -> str:
 
 @functools.lru_cache(maxsize=1)
 def code_revision() -> str:
-    """sha256 of the code a run executes (moola's sources and this module): a dirty tree counts too."""
+    """sha256 of the code a run executes (moola's sources and this module; a dirty tree counts too) and
+    of the environment that computes it (torch, numpy, Python, CPU architecture)."""
+    import platform
+
     import torch
 
     root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(f"{CACHE_VERSION} torch {torch.__version__}".encode())
+    env = f"{CACHE_VERSION} torch {torch.__version__} numpy {np.__version__} {platform.python_version()}"
+    h = hashlib.sha256(f"{env} {platform.machine()}".encode())
     for path in sorted([*(root / "moola").rglob("*.py"), Path(__file__).resolve()]):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())

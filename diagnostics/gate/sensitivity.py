@@ -371,6 +371,8 @@ def measure(
                         "slow" if head == slow else next((k for k, v in reseeds.items() if v == head), "base")
                     )
                     results[kind].append(r)
+                    if out:  # every finished trial is on disk: a long measurement cut short keeps them
+                        atomic_write_json(out, results)
                     progress(
                         f"trial {i + 1:2d} {kind:9s}: exit {r['exit_code']}  {_worst_line(r)}  {r['seconds']:.1f} s"
                     )
