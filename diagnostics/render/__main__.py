@@ -25,7 +25,7 @@ def kind_of(payload: object) -> str:
             return "check"
         if "timings" in payload and "status" in payload:
             return "gate"
-        if "summary" in payload and "slow" in payload:
+        if "slow" in payload and "settings" in payload:  # a run cut short has no summary yet
             return "sensitivity"
     raise MoolaError("not a moola-diag check, gate or sensitivity report")
 
