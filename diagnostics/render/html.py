@@ -324,16 +324,21 @@ def gate_html(payload: Mapping[str, Any]) -> str:
         body.append(
             f'<section id="overview"><h2>All timed benchmarks</h2>\n{safe_plot("ratio-overview", plots.ratio_overview, timings)}\n</section>'
         )
-    notes = (
-        [f"new on head (not compared): {', '.join(payload['only_head'])}"] if payload.get("only_head") else []
-    )
-    notes += [f"removed on head: {', '.join(payload['only_base'])}"] if payload.get("only_base") else []
-    notes += (
-        [f"definitions differ: {', '.join(payload['definitions_differ'])}"]
-        if payload.get("definitions_differ")
-        else []
-    )
-    notes += [f"not gated: {', '.join(payload['not_gated'])}"] if payload.get("not_gated") else []
+    notes = [
+        f"{label}: {', '.join(payload[key])}"
+        for key, label in (
+            ("only_head", "new on head (not compared)"),
+            ("only_base", "removed on head (not compared)"),
+            ("definitions_differ", "each side measured with its own (different) definition"),
+            ("not_gated", "reference baselines, not gated"),
+            ("accepted_unused", "acceptance entries that matched no change"),
+        )
+        if payload.get(key)
+    ]
+    notes += [
+        f"skipped {name}: " + "; ".join(f"{k}: {v}" for k, v in sorted(sides.items()))
+        for name, sides in sorted((payload.get("skipped") or {}).items())
+    ]
     if notes:
         body.append(
             "<section id='notes'><h2>Notes</h2><ul>"
