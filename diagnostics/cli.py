@@ -159,11 +159,13 @@ def _execute(names: Sequence[str], options: Options) -> int:
 
     from diagnostics.commands import run
     from diagnostics.render import print_report
+    from diagnostics.render.progress import progress
 
-    # Progress goes to stderr so stdout stays the report; flushed per line so logs show where a slow
-    # or interrupted run was.
+    # Progress goes to stderr so stdout stays the report: a live bar on a terminal, else one line per
+    # check, flushed, so logs show where a slow or interrupted run was.
     status = Console(stderr=True, highlight=False)
-    outcome = run(options, names, progress=lambda name: status.print(f"[dim]{PROG}: running {name} ...[/]"))
+    with progress(status, total=len(names)) as say:
+        outcome = run(options, names, progress=lambda name: say(f"running {name} ..."))
     # Wide enough for the six columns when stdout is not a terminal (CI logs, pipes).
     console = Console(width=None if Console().is_terminal else 160)
     print_report(outcome.results, outcome.meta, console)

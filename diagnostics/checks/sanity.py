@@ -44,7 +44,7 @@ import numpy as np
 
 from diagnostics.context import Thresholds
 from diagnostics.registry import register
-from diagnostics.result import CheckResult, Status, skip
+from diagnostics.result import CheckResult, Status, plot_data, skip
 
 CHECK = "sanity"
 MAX_NAMES = 8  # parameter names shown in a finding (display only)
@@ -677,7 +677,22 @@ def loss_decrease_verdict(st: Any, th: Thresholds) -> CheckResult:
         expected="lower than at init",
         hint=hint,
         evidence=(f"train accuracy {st.init_train_acc:.3f} -> {st.train_acc:.3f} (eval mode)",),
-        values={"init_loss": before, "final_loss": after},
+        values={
+            "init_loss": before,
+            "final_loss": after,
+            "test_loss": getattr(st, "test_loss", None),  # a stubbed run may have none
+            "epoch_loss": _epoch_losses(st),
+        },
+    )
+
+
+def _epoch_losses(st: Any) -> list[float]:
+    """The fit's own loss calls, averaged per epoch (for the report's training curve)."""
+    losses = np.asarray(st.recording.losses, dtype=np.float64)
+    if not len(losses) or not st.epochs:
+        return []
+    return plot_data(
+        [part.mean() for part in np.array_split(losses, min(st.epochs, len(losses)))], ordered=True
     )
 
 
@@ -945,6 +960,8 @@ def epoch_time_verdict(ctx: Any, st: Any) -> CheckResult:
             "forward_s": rec.forward_s,
             "backward_step_s": rec.backward_step_s,
             "other_s": rec.other_s,
+            "plain_step_s": step_s,
+            "plain_steps": None if step_s is None else steps,
         },
     )
 

@@ -182,6 +182,8 @@ def classification(est: QualityEstimate, metric: str, baseline: str, name: str) 
             "baseline": base.to_dict(),
             "gain": gain.to_dict(),
             "runs": len(est.runs),
+            # each run's train/val curves per epoch, for the report's plot (the first 10 runs)
+            **({"curves": [r.curves for r in est.runs[:10]]} if metric == "acc" else {}),
         },
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +41,8 @@ class RunQuality:
     scores: dict[str, dict[str, float | None]]
     val_rows: tuple[int, ...]  # dataset rows scored in "val"
     val_correct: tuple[bool, ...]  # per val row: predicted its label
+    # per epoch, as moola's trainer logged them (train/val loss and accuracy): the report's training curves
+    curves: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -147,4 +149,13 @@ def _train_and_score(job: RunJob) -> RunQuality:
         scores=scores,
         val_rows=tuple(int(r) for r in job.val_idx),
         val_correct=tuple(bool(c) for c in correct),
+        curves=_curves(result.history),
     )
+
+
+def _curves(history: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """The per-epoch train/val loss and accuracy of one run (small, JSON-safe; missing values dropped)."""
+    from diagnostics.result import plot_data
+
+    keys = ("train_loss", "val_loss", "train_acc", "val_acc")
+    return {k: plot_data([row[k] for row in history if row.get(k) is not None], ordered=True) for k in keys}
