@@ -6,9 +6,10 @@ tree, so ``import moola`` and ``import benchmarks`` are that revision's code: ea
 benchmark definitions measure it. It depends on nothing but the standard library (torch and numpy are
 whatever the benchmarks import). ``discover`` is also what the pytest-benchmark collector uses, so asv,
 pytest-benchmark and the gate all run the same asv-style definitions in ``benchmarks/*.py``:
-functions or methods named ``time_*`` (seconds per call), ``peakmem_*`` (peak RSS during a call, a
-statistical measure here) and ``track_*`` (a returned, deterministic counter), with asv's ``params``,
-``setup``, ``setup_cache`` and ``number``; NotImplementedError from a setup means "skipped".
+functions or methods named ``time_*`` (seconds per call), ``peakmem_*`` (peak RSS of a process of
+its own, as asv takes it: ``PeakRss``; a statistical measure here) and ``track_*`` (a returned,
+deterministic counter), with asv's ``params``, ``setup``, ``setup_cache`` and ``number``;
+NotImplementedError from a setup means "skipped".
 With ``--cache-dir`` every ``setup_cache`` runs there and its result is pickled there, so the next
 worker of the same revision (the gate starts several per revision, one after another) reuses it.
 
