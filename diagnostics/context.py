@@ -76,8 +76,9 @@ class Thresholds:
     lr_collapse_fraction: float = 0.01
     lr_low_share: float = 0.5
     # sanity reference run: at least this share of the epochs (for the dynamics), more until the outcome
-    # comparison is decided
+    # comparison is decided, at most the max share (its cost: at most ~half the fit's)
     reference_min_epoch_fraction: float = 0.1
+    reference_max_epoch_fraction: float = 0.5
     # gpu: optimizer steps in the training burst, so that ~50 ms NVML utilization samples mean something;
     # capped in epochs so a tiny training set does not loop for ages.
     gpu_burst_steps: int = 200

@@ -5,7 +5,9 @@ size, lr and seed, for the same epochs), from the same initial weights (``fresh_
 One run, observed by the same ``Instrument`` as the fit so both are measured alike (lr, per-step update size,
 loss values). It costs a second training run, so it stops once its comparison with the fit is decided
 (``decide`` reads the reference's eval-mode loss and accuracy after an epoch and names a reason, or returns
-""), but never before ``reference_min_epoch_fraction`` of the epochs, which the dynamics findings read.
+""), but never before ``reference_min_epoch_fraction`` of the epochs, which the dynamics findings read, and
+never after ``reference_max_epoch_fraction`` of them (its cost stays bounded; the finding says where it was
+judged). The fit is always called with the same epochs, seed and rows as the fit.
 With no ``--fit`` the fit IS the built-in recipe: its own run is the reference, and nothing extra runs.
 
 A distribution over seeds (diagnostics.quality) plugs in at ``diagnostics.checks.sanity_outcome.reference_band``.
@@ -77,8 +79,8 @@ def _n_classes(pred: np.ndarray) -> int:
 class _Judge:
     """Trainer callback: after each epoch from ``first`` on, evaluate and ask ``decide`` whether to stop."""
 
-    def __init__(self, X: Any, y: Any, first: int, decide: Callable[[ReferencePoint], str]):
-        self.X, self.y, self.first, self.decide = X, y, first, decide
+    def __init__(self, X: Any, y: Any, first: int, cap: int, decide: Callable[[ReferencePoint], str]):
+        self.X, self.y, self.first, self.cap, self.decide = X, y, first, cap, decide
         self.points: list[ReferencePoint] = []
         self.epoch_losses: list[float] = []
         self.reason = ""
@@ -87,13 +89,17 @@ class _Judge:
         from moola.train.trainer import evaluate
 
         self.epoch_losses.append(float(state.loss))
-        last = state.config is not None and state.epoch >= state.config.n_epochs
+        last = state.config is not None and state.epoch >= min(state.config.n_epochs, self.cap)
         if state.epoch < self.first and not last:
             return
         loss, acc, pred = evaluate(state.model, self.X, self.y)
         point = ReferencePoint(int(state.epoch), loss, acc, _n_classes(pred))
         self.points.append(point)
-        if not last:
+        if last:
+            state.stop_training = True
+            if state.epoch < state.config.n_epochs:
+                self.reason = f"its budget ({self.cap} epochs) is spent, undecided: judged against it there"
+        else:
             self.reason = self.decide(point)
             state.stop_training = bool(self.reason)
 
@@ -141,8 +147,12 @@ def _run(
     X, y = rows_as_tensors(ctx, feats, ctx.train_idx)
     device = resolve_device(ctx.device)
     model = fresh_model(ctx, int(X.shape[2]), X_train=X)
-    first = min(epochs, max(1, math.ceil(ctx.thresholds.reference_min_epoch_fraction * epochs)))
-    judge = _Judge(X.to(device), y.to(device), first, decide or (lambda p: ""))
+    th = ctx.thresholds
+    first = min(epochs, max(1, math.ceil(th.reference_min_epoch_fraction * epochs)))
+    # Undecided after its budget, the reference is judged where it got to: a reference trained less can
+    # only make the fit look better, never fail it wrongly. None (a caller wanting it whole): no budget.
+    cap = epochs if decide is None else max(first, math.ceil(th.reference_max_epoch_fraction * epochs))
+    judge = _Judge(X.to(device), y.to(device), first, cap, decide or (lambda p: ""))
     rng = torch.get_rng_state()  # the trainer reseeds torch's global RNG: leave it as the checks found it
     t0 = time.perf_counter()
     try:

@@ -344,11 +344,15 @@ def loss_trajectory_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -
     steps = np.diff(m)
     ups, downs = float(steps[steps > 0].sum()), float(-steps[steps < 0].sum())
     osc = ups / (ups + downs) if ups + downs > 0 else 0.0
+    # A flat curve moves up about as often as down too: oscillation needs swings that matter (mean
+    # epoch-to-epoch move relative to the loss's level).
+    swing = (ups + downs) / len(steps) / max(float(np.mean(np.abs(m))), 1e-12)
     evidence = [
         f"mean training loss per epoch ({len(m)}): "
         + ", ".join(f"{v:.4f}" for v in (m if len(m) <= 8 else np.r_[m[:4], m[-4:]]))
         + ("" if len(m) <= 8 else " (first and last four)"),
-        f"relative drop first -> last epoch {drop:+.1%}; rises make up {osc:.0%} of the epoch-to-epoch movement",
+        f"relative drop first -> last epoch {drop:+.1%}; rises make up {osc:.0%} of the epoch-to-epoch movement "
+        f"(mean move {swing:.1%} of the level)",
     ]
     r_drop = float("nan")
     if ref is not None and len(ref.epoch_losses) >= 2:
@@ -373,7 +377,7 @@ def loss_trajectory_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -
             "the training loss does not fall while the reference's does over fewer epochs: the updates do "
             "not reach the weights (see update_size, lr_schedule, learning_rate)"
         )
-    elif len(m) >= 4 and osc > 0.45 and drop < 0.5 * (r_drop if compare else 1.0):
+    elif len(m) >= 4 and osc > 0.45 and swing > 0.05 and drop < 0.5 * (r_drop if compare else 1.0):
         status, shape = Status.WARN, "oscillating"
         hint = "the epoch loss goes up about as much as down: lower the lr or raise the batch size"
     else:
@@ -388,5 +392,11 @@ def loss_trajectory_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -
         else "falling",
         hint=hint,
         evidence=tuple(evidence),
-        values={"epoch_means": m.tolist(), "drop": drop, "ref_drop": r_drop, "oscillation": osc},
+        values={
+            "epoch_means": m.tolist(),
+            "drop": drop,
+            "ref_drop": r_drop,
+            "oscillation": osc,
+            "swing": swing,
+        },
     )
