@@ -11,8 +11,8 @@ the outcome and the dynamics, judged against what this model does under the buil
   lr_schedule      the lr relative to its peak: collapsed or never arrived
   loss_trajectory  per-epoch mean training loss: flat, growing, oscillating, vs the reference's descent
 
-then the pattern findings, which say where to look (diagnostics.checks.sanity_findings; counts observed, not
-assumed: epochs actually run, windows actually given to the optimizer, a hold-out the fit keeps itself):
+then the pattern findings, which say where to look (diagnostics.checks.sanity_findings and sanity_counts; counts
+observed, not assumed: epochs actually run, windows actually given to the optimizer, a hold-out the fit keeps itself):
 
   init_loss          loss of the untrained model vs ln(C) (uniform predictions)
   optimizer_steps    steps taken vs one per batch (or per k micro-batches when the fit accumulates gradients)
@@ -48,9 +48,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from diagnostics.checks.sanity_findings import (
+from diagnostics.checks.sanity_counts import (
     ObservedCounts,
     coverage_verdict,
+    observed_counts,
+    optimizer_steps_verdict,
+    samples_per_epoch_verdict,
+)
+from diagnostics.checks.sanity_findings import (
     divergence_verdict,
     grad_clearing_verdict,
     gradients_verdict,
@@ -59,11 +64,8 @@ from diagnostics.checks.sanity_findings import (
     learning_rate_verdict,
     loss_decrease_verdict,
     loss_inputs_verdict,
-    observed_counts,
-    optimizer_steps_verdict,
     outside_updates_verdict,
     param_updates_verdict,
-    samples_per_epoch_verdict,
     train_mode_verdict,
     weight_norm_verdict,
 )
