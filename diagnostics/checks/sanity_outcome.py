@@ -349,7 +349,7 @@ def loss_trajectory_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -
         f"mean training loss per epoch ({len(m)}): "
         + ", ".join(f"{v:.4f}" for v in (m if len(m) <= 8 else np.r_[m[:4], m[-4:]]))
         + ("" if len(m) <= 8 else " (first and last four)"),
-        f"relative drop first -> last epoch {drop:+.1%}; rises make up {osc:.0%} of the epoch-to-epoch movement "
+        f"relative change first -> last epoch {-drop:+.1%}; rises make up {osc:.0%} of the epoch-to-epoch movement "
         f"(mean move {swing:.1%} of the level)",
     ]
     r_drop = float("nan")
@@ -359,7 +359,7 @@ def loss_trajectory_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -
         evidence.insert(0, ref.describe())
         evidence.append(
             f"reference mean training loss per epoch: {rm[0]:.4f} -> {rm[-1]:.4f} over {len(rm)} epoch(s) "
-            f"({r_drop:+.1%})"
+            f"({-r_drop:+.1%})"
         )
     # The reference must itself have descended clearly for "flat" to mean anything.
     compare = ref is not None and not ref.same_as_fit and math.isfinite(r_drop) and r_drop >= 0.05
@@ -384,7 +384,7 @@ def loss_trajectory_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -
         CHECK,
         "loss_trajectory",
         status,
-        measured=f"{shape}: epoch mean training loss {m[0]:.4f} -> {m[-1]:.4f} ({drop:+.1%}) over {len(m)} epoch(s)",
+        measured=f"{shape}: epoch mean training loss {m[0]:.4f} -> {m[-1]:.4f} ({-drop:+.1%}) over {len(m)} epoch(s)",
         expected="falling, by >= 10% of the reference's relative drop (computed for this model on these rows)"
         if compare
         else "falling",
