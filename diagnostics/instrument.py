@@ -207,7 +207,7 @@ def _moved(p: torch.Tensor, snapshot: torch.Tensor, dev: torch.device) -> torch.
     return (p.detach() - snapshot.to(p.device)).abs().max().float().to(dev)
 
 
-def _net_change(now: list[torch.Tensor], prev: list[torch.Tensor]) -> torch.Tensor:
+def net_change(now: list[torch.Tensor], prev: list[torch.Tensor]) -> torch.Tensor:
     """(||now - prev||^2, ||prev||^2) over all parameters, as a (2,) float64 tensor on the first one's device."""
     import torch
 
@@ -476,7 +476,7 @@ class Instrument:
             prev = (
                 self._snapshot if self._snapshot is not None else [self._before[n] for n, _ in self._params]
             )
-            self._updates.append(_net_change(now, prev))
+            self._updates.append(net_change(now, prev))
             if self._snapshot is None:
                 self._snapshot = [p.clone() for p in now]
             else:

@@ -2,8 +2,9 @@
 the SAME training rows under the built-in recipe (``moola.train.trainer.fit_tensors`` with the context's batch
 size, lr and seed, for the same epochs), from the same initial weights (``fresh_model`` is seeded).
 
-One run, observed by the same ``Instrument`` as the fit so both are measured alike (lr, per-step update size,
-loss values). It costs a second training run, so it stops once its comparison with the fit is decided
+One run, observed through the trainer's own callbacks (lighter than the fit's Instrument, measuring the same
+quantities the same way: the lr, the net weight change between step ends, each batch's loss). It costs a
+second training run, so it stops once its comparison with the fit is decided
 (``decide`` reads the reference's eval-mode loss and accuracy after an epoch and names a reason, or returns
 ""), but never before ``reference_min_epoch_fraction`` of the epochs, which the dynamics findings read, and
 never after ``reference_max_epoch_fraction`` of them (its cost stays bounded; the finding says where it was
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diagnostics.instrument import Instrument, Recording
+from diagnostics.instrument import Recording, net_change
 
 if TYPE_CHECKING:
     from diagnostics.context import DiagContext
@@ -41,6 +42,15 @@ class ReferencePoint:
 
 
 @dataclass
+class ReferenceDynamics:
+    """What the dynamics findings read of the reference, per optimizer step (named as in ``Recording``)."""
+
+    lrs: list[float] = field(default_factory=list)
+    update_ratios: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+
+@dataclass
 class ReferenceRun:
     recipe: str  # "fit_tensors (AdamW lr 0.0001, batch 16, seed 1337)"
     epochs_requested: int
@@ -48,7 +58,7 @@ class ReferenceRun:
     decided: str  # why it stopped before the last epoch ("" = it ran them all)
     points: list[ReferencePoint]  # after each epoch it was evaluated
     epoch_losses: list[float]  # the trainer's mean train-mode loss per epoch
-    recording: Recording
+    recording: Recording | ReferenceDynamics
     init_loss: float
     wall_s: float  # what the reference run cost (0 when the fit is the built-in recipe itself)
     same_as_fit: bool = False
@@ -84,6 +94,31 @@ class _Judge:
         self.points: list[ReferencePoint] = []
         self.epoch_losses: list[float] = []
         self.reason = ""
+        self.dynamics = ReferenceDynamics()
+        self._params: list[Any] = []
+        self._prev: list[Any] = []
+        self._updates: list[Any] = []
+
+    def on_train_start(self, state: Any) -> None:
+        self._params = [p for p in state.model.parameters() if p.requires_grad]
+        self._prev = [p.detach().clone() for p in self._params]
+
+    def on_step_end(self, state: Any) -> None:
+        import torch
+
+        now = [p.detach() for p in self._params]
+        self._updates.append(net_change(now, self._prev))  # stays on the device until the end
+        torch._foreach_copy_(self._prev, now)
+        self.dynamics.lrs.append(max(float(g["lr"]) for g in state.optimizer.param_groups))
+        self.dynamics.losses.append(float(state.loss))
+
+    def on_train_end(self, state: Any) -> None:
+        import torch
+
+        if self._updates:
+            u = torch.stack([v.cpu() for v in self._updates]).numpy()
+            self.dynamics.update_ratios = (np.sqrt(u[:, 0]) / np.sqrt(np.maximum(u[:, 1], 1e-300))).tolist()
+        self._prev, self._updates = [], []
 
     def on_epoch_end(self, state: Any) -> None:
         from moola.train.trainer import evaluate
@@ -156,19 +191,17 @@ def _run(
     rng = torch.get_rng_state()  # the trainer reseeds torch's global RNG: leave it as the checks found it
     t0 = time.perf_counter()
     try:
-        instrument = Instrument(model)
-        with instrument:
-            fit_tensors(
-                model,
-                X,
-                y,
-                epochs,
-                str(device),
-                seed=cfg.seed,
-                batch_size=cfg.batch_size,
-                lr=cfg.lr,
-                callbacks=(judge,),
-            )
+        fit_tensors(
+            model,
+            X,
+            y,
+            epochs,
+            str(device),
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            callbacks=(judge,),
+        )
     finally:
         torch.set_rng_state(rng)
     wall = time.perf_counter() - t0
@@ -181,7 +214,7 @@ def _run(
         decided=judge.reason,
         points=judge.points,
         epoch_losses=judge.epoch_losses,
-        recording=instrument.recording,
+        recording=judge.dynamics,
         init_loss=st.init_loss,
         wall_s=wall,
     )
