@@ -163,6 +163,8 @@ def outcome_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -> CheckR
     expected = (
         f"within the reference: >= {f:.0%} of its loss drop and of its accuracy gain over the majority share; "
         "a loss that falls; more than one class predicted"
+        if band is not None
+        else "a loss that does not grow (no --fit: the run is the built-in recipe, its own reference)"
     )
     return CheckResult(
         CHECK,
