@@ -10,11 +10,11 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnostics.registry import CHECK_ORDER, get_check, require_known
+from diagnostics.registry import CHECK_ORDER, cancel_prefetch, get_check, require_known, start_prefetch
 from diagnostics.render import discard_partial_reports, write_reports
 from diagnostics.result import CheckResult, Status
 from moola.errors import Interrupted, MoolaError, where_raised
@@ -41,6 +41,7 @@ class Options:
     time_order: str | None = None
     pointer_convention: str | None = None
     drop_null_rows: bool = False
+    runs: int | None = None  # stability: runs of the quality estimator (None: Thresholds.stability_runs)
     json_path: Path | None = None
     report_dir: Path | None = None
     debug: bool = False
@@ -168,10 +169,17 @@ def run(
         pointer_convention=options.pointer_convention,
         drop_null_rows=options.drop_null_rows,
     )
+    if options.runs is not None:
+        if options.runs < 1:
+            raise MoolaError(f"--runs {options.runs}: need at least one run")
+        ctx.thresholds = replace(ctx.thresholds, stability_runs=int(options.runs))
     results: list[CheckResult] = []
     try:
+        if len(names) > 1:  # work of a later check that can run beside the earlier ones starts now
+            start_prefetch(names, ctx)
         run_checks(ctx, names, debug=options.debug, results=results, progress=progress)
     except KeyboardInterrupt as interrupt:
+        cancel_prefetch(ctx)
         raise _interrupted(ctx, names, results, options, start, interrupt) from None
     meta = build_meta(ctx, names, elapsed_s=time.perf_counter() - start)
     written = write_reports(results, meta, options.report_dir, options.json_path)
