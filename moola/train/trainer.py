@@ -349,11 +349,13 @@ def fit_tensors(
     seed: int = 0,
     batch_size: int | None = None,
     lr: float | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> None:
     """The ``--fit MODULE:FUNC`` plug-in protocol, implemented by the built-in loop.
 
     Trains ``model`` in place for ``epochs`` epochs on X (N, T, F) float32 / y (N,) long: classification
     only, no validation, no early stopping, no augmentation; TrainConfig defaults for batch size and lr.
+    ``callbacks`` as for ``fit`` (the diagnostics' reference run stops once its comparison is decided).
     """
     dev = resolve_device(device)
     defaults = TrainConfig()
@@ -370,4 +372,4 @@ def fit_tensors(
     )
     X = torch.as_tensor(X, dtype=torch.float32).to(dev)
     y = torch.as_tensor(y, dtype=torch.long).to(dev)
-    _train(model, _Tensors(X, y, None, None), None, config, dev, callbacks=())
+    _train(model, _Tensors(X, y, None, None), None, config, dev, callbacks=callbacks)
