@@ -1,0 +1,651 @@
+"""Audit a finished training run from what it recorded: a check family over a run directory.
+
+Each finding measures (from the run's files, or by re-evaluating its checkpoint here) and a separate
+condition judges it against what this run's model, data and recorded machine should give:
+complete, reproduce, data, train_vs_val (+ leakage on the recorded split when the gap is real),
+selection (+ quality), epoch_time, memory, params, config/*, curve/* and live.
+Curve health lives in ``diagnostics.audit.curve``; reading and re-evaluating in ``diagnostics.audit``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from diagnostics.audit.curve import curve_findings, finite
+from diagnostics.audit.reader import RunRecord
+from diagnostics.audit.replay import Replay
+from diagnostics.context import Thresholds
+from diagnostics.registry import register
+from diagnostics.result import CheckResult, Status, skip
+
+CHECK = "audit"
+
+
+@dataclass
+class AuditContext:
+    record: RunRecord
+    replay: Replay
+    model_name: str | None = None  # the run's model, or --model for a foreign run
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    # Reproduce tolerance: |delta loss| within this share (x10 across devices), accuracy within one window.
+    loss_rtol: float = 1e-4
+
+
+def _relabel(result: CheckResult, name: str) -> CheckResult:
+    """A finding computed by another check's function, reported under the audit."""
+    return replace(result, check=CHECK, name=name)
+
+
+def _kept(record: RunRecord) -> dict[str, Any]:
+    i = record.kept_index()
+    if i is not None:
+        return record.epochs[i]
+    return record.epochs[-1] if record.epochs else {}
+
+
+def _reported(record: RunRecord) -> dict[str, Any]:
+    """The figures the run reports: summary.json's metrics (schema 1 spells train_* without a suffix)."""
+    if record.summary is None:
+        return dict(_kept(record))
+    metrics = dict(record.summary.get("metrics") or {})
+    for short in ("train_loss", "train_acc"):
+        if short in metrics and f"{short}_running" not in metrics:
+            metrics[f"{short}_running"] = metrics.pop(short)
+    return metrics
+
+
+# --------------------------------------------------------------------------- complete
+
+
+def completeness(ctx: AuditContext) -> CheckResult:
+    rec = ctx.record
+    n = len(rec.epochs)
+    if rec.kind != "moola":
+        return CheckResult(
+            CHECK,
+            "complete",
+            Status.PASS,
+            f"foreign {rec.kind} run: {n} epoch(s) in {rec.path.name}",
+            "per-epoch metrics",
+            values={"epochs": n, "kind": rec.kind},
+        )
+    planned = (rec.config or {}).get("n_epochs")
+    if rec.complete:
+        return CheckResult(
+            CHECK,
+            "complete",
+            Status.PASS,
+            f"{n} epoch(s) of {planned}; summary.json and model.pt present",
+            "a finished run",
+            values={"epochs": n, "planned": planned},
+        )
+    missing = [f for f, ok in (("summary.json", rec.summary), ("model.pt", rec.model_path)) if ok is None]
+    return CheckResult(
+        CHECK,
+        "complete",
+        Status.WARN,
+        f"cut short after epoch {rec.epochs[-1]['epoch']} of {planned}: no {' and no '.join(missing)} "
+        f"(stopped during epoch {rec.epochs[-1]['epoch'] + 1}); audited as far as it goes",
+        "a finished run (summary.json, model.pt)",
+        hint="findings that need the missing files SKIP; rerun the training to audit the weights",
+        values={"epochs": n, "planned": planned, "missing": missing},
+    )
+
+
+# --------------------------------------------------------------------------- data and reproduce
+
+
+def data_finding(ctx: AuditContext) -> CheckResult:
+    rec, rp = ctx.record, ctx.replay
+    if rec.kind != "moola":
+        return skip(CHECK, "data", f"a foreign {rec.kind} run records no data fingerprint")
+    recorded = (rec.data.get("fingerprint") or {}).get("arrays_sha256")
+    if rp.fingerprint_now is None:
+        return skip(CHECK, "data", rp.why.get("data", "data not loaded"))
+    if recorded is None:
+        return skip(
+            CHECK,
+            "data",
+            f"the run predates data fingerprints; now {rp.fingerprint_now[:12]} ({rp.data_source})",
+        )
+    values = {"recorded": recorded, "now": rp.fingerprint_now, "source": rp.data_source}
+    expected = "the windows and labels the run trained on (sha256 of X, y, classes)"
+    if recorded != rp.fingerprint_now:
+        return CheckResult(
+            CHECK,
+            "data",
+            Status.FAIL,
+            f"data changed since the run: sha256 {recorded[:12]} then, {rp.fingerprint_now[:12]} now ({rp.data_source})",
+            expected,
+            hint="audit against the file the run trained on (--data PATH), or retrain on this one",
+            evidence=(f"recorded {recorded}", f"now      {rp.fingerprint_now}"),
+            values=values,
+        )
+    return CheckResult(
+        CHECK,
+        "data",
+        Status.PASS,
+        f"unchanged: sha256 {recorded[:12]} ({rp.data_source})",
+        expected,
+        values=values,
+    )
+
+
+def reproduce(ctx: AuditContext) -> CheckResult:
+    rec, rp = ctx.record, ctx.replay
+    if rp.val is None:
+        if rp.why.get("mismatch") == "architecture":
+            return CheckResult(
+                CHECK,
+                "reproduce",
+                Status.FAIL,
+                rp.why["model"],
+                "model.pt holds the recorded model's weights",
+                hint="the checkpoint is not this run's: save model.state_dict() of the trained model",
+            )
+        return skip(CHECK, "reproduce", rp.why.get("model", "nothing to re-evaluate"))
+    if rec.summary is None:
+        return skip(CHECK, "reproduce", "no summary.json to compare with")
+    reported = _reported(rec)
+    n_val = len(rp.val_idx)
+    same_device = str(rec.environment.get("device", "cpu")).startswith("cpu")
+    rtol = ctx.loss_rtol * (1 if same_device else 10)
+    rows = []
+    bad = []
+    for key, now in (
+        ("val_acc", rp.val["acc"]),
+        ("val_loss", rp.val["loss"]),
+        ("train_acc_eval", rp.train["acc"]),
+    ):
+        then = reported.get(key)
+        if then is None:
+            continue
+        if key.endswith("acc"):
+            n = n_val if key == "val_acc" else len(rp.train_idx)
+            ok = abs(now - then) * n <= (
+                0.5 if same_device else 1.5
+            )  # the same windows right (+-1 across devices)
+        else:
+            ok = abs(now - then) <= rtol * max(abs(then), 1e-12) + 1e-7
+        rows.append(f"{key}: reported {then:.6g}, re-evaluated {now:.6g}" + ("" if ok else "  <- mismatch"))
+        if not ok:
+            bad.append(key)
+    values = {
+        "reported": {k: reported.get(k) for k in ("val_acc", "val_loss", "train_acc_eval")},
+        "now": {"val_acc": rp.val["acc"], "val_loss": rp.val["loss"], "train_acc_eval": rp.train["acc"]},
+        "n_val": n_val,
+    }
+    expected = (
+        f"summary.json's figures, re-evaluated from model.pt on the {n_val} recorded validation rows "
+        f"(accuracy to the window, loss within {rtol:.0e})"
+    )
+    evidence = (*rows, f"rows: {rp.split_source}; eval mode on cpu")
+    if bad:
+        return CheckResult(
+            CHECK,
+            "reproduce",
+            Status.FAIL,
+            f"model.pt gives val_acc {rp.val['acc']:.4f} / val_loss {rp.val['loss']:.4f}; summary.json reports "
+            f"{reported.get('val_acc')} / {reported.get('val_loss')}",
+            expected,
+            hint="the weights are not the ones the metrics came from (saved at another epoch?), or the "
+            "evaluation that produced the metrics differs from eval mode on these rows",
+            evidence=evidence,
+            values=values,
+        )
+    return CheckResult(
+        CHECK,
+        "reproduce",
+        Status.PASS,
+        f"model.pt reproduces val_acc {rp.val['acc']:.4f} and val_loss {rp.val['loss']:.4f} on {n_val} rows",
+        expected,
+        evidence=evidence,
+        values=values,
+    )
+
+
+# --------------------------------------------------------------------------- train vs validation
+
+
+def train_vs_val(ctx: AuditContext) -> list[CheckResult]:
+    rec, rp, th = ctx.record, ctx.replay, ctx.thresholds
+    reported = _reported(rec)
+    val, running = reported.get("val_acc"), reported.get("train_acc_running")
+    eval_acc = rp.train["acc"] if rp.train is not None else reported.get("train_acc_eval")
+    if not finite(val) or not (finite(running) or finite(eval_acc)):
+        return [skip(CHECK, "train_vs_val", "the run logs no train and validation accuracy")]
+    limit = float(th.accuracy_gap)
+    source = "re-evaluated from model.pt" if rp.train is not None else "recorded by the run"
+    evidence = [f"logged train_acc_running {running} (running mean over augmented batches, dropout on)"]
+    if finite(eval_acc):
+        evidence.append(f"train_acc_eval {eval_acc:.4f}, eval mode, {source}")
+    evidence.append(f"val_acc {val:.4f} (eval mode)")
+    values = {"val_acc": val, "train_acc_running": running, "train_acc_eval": eval_acc, "limit": limit}
+    expected = f"val_acc <= train accuracy measured the same way (eval mode) + {limit:g}"
+    if finite(eval_acc):
+        gap = val - eval_acc
+        if gap > limit:
+            out = [
+                CheckResult(
+                    CHECK,
+                    "train_vs_val",
+                    Status.FAIL,
+                    f"val_acc {val:.3f} above eval-mode train_acc {eval_acc:.3f} by {gap:+.3f}",
+                    expected,
+                    hint="a real gap: see the leakage findings on the recorded split",
+                    evidence=tuple(evidence),
+                    values=values,
+                )
+            ]
+            return out + leakage_on_recorded_split(ctx)
+        if finite(running) and val - running > limit:
+            return [
+                CheckResult(
+                    CHECK,
+                    "train_vs_val",
+                    Status.PASS,
+                    f"val_acc {val:.3f} above the logged train_acc {running:.3f} is a measurement mismatch: "
+                    f"measured the same way (eval mode), train is {eval_acc:.3f}",
+                    expected,
+                    evidence=tuple(evidence),
+                    values=values,
+                )
+            ]
+        return [
+            CheckResult(
+                CHECK,
+                "train_vs_val",
+                Status.PASS,
+                f"val_acc {val:.3f} vs eval-mode train_acc {eval_acc:.3f} ({gap:+.3f})",
+                expected,
+                evidence=tuple(evidence),
+                values=values,
+            )
+        ]
+    gap = val - running
+    if gap > limit:
+        return [
+            CheckResult(
+                CHECK,
+                "train_vs_val",
+                Status.WARN,
+                f"val_acc {val:.3f} above the logged train_acc {running:.3f} by {gap:+.3f}; no eval-mode "
+                "train figure to tell a measurement mismatch from leakage",
+                expected,
+                hint="log train accuracy in eval mode at the end (or audit with a checkpoint); a logged "
+                "running mean with dropout and augmentation reads low",
+                evidence=tuple(evidence),
+                values=values,
+            )
+        ]
+    return [
+        CheckResult(
+            CHECK,
+            "train_vs_val",
+            Status.PASS,
+            f"val_acc {val:.3f} vs logged train_acc {running:.3f} ({gap:+.3f})",
+            expected,
+            evidence=tuple(evidence),
+            values=values,
+        )
+    ]
+
+
+def leakage_on_recorded_split(ctx: AuditContext) -> list[CheckResult]:
+    """The structural leakage findings (identical, shared ids, near-duplicate, shared bars, overlap) on the
+    run's own train/validation rows."""
+    from diagnostics.checks import leakage
+    from diagnostics.commands import crash_result
+    from diagnostics.context import DiagContext
+
+    rp = ctx.replay
+    if rp.dataset is None or rp.train_idx is None:
+        return [skip(CHECK, "leakage", "the recorded split could not be rebuilt")]
+    dctx = DiagContext(
+        dataset=rp.dataset,
+        train_idx=rp.train_idx,
+        test_idx=rp.val_idx,
+        split_kind="file",
+        model_name=ctx.model_name or "jade_compact",
+        thresholds=ctx.thresholds,
+    )
+    out = []
+    for fn in (leakage.identical_windows, leakage.shared_ids, leakage.near_duplicate_windows):
+        try:
+            r = fn(dctx)
+        except Exception as exc:  # a crashed finding proves nothing: FAIL it, keep the others
+            r = crash_result("leakage", exc)
+        out.append(_relabel(r, f"leakage/{r.name}"))
+    return out
+
+
+# --------------------------------------------------------------------------- selection and quality
+
+
+def selection(ctx: AuditContext) -> list[CheckResult]:
+    rec = ctx.record
+    reported = _reported(rec)
+    acc = reported.get("val_acc")
+    if rec.kind != "moola":
+        return [skip(CHECK, "selection", f"a {rec.kind} log does not say how the reported epoch was chosen")]
+    if rec.summary is None:
+        return [skip(CHECK, "selection", "no summary.json: nothing was reported")]
+    patience = int((rec.config or {}).get("early_stopping_patience") or 0)
+    n_val = int(rec.summary.get("n_val") or rec.data.get("n_val") or 0)
+    if patience <= 0 or n_val == 0 or not finite(acc):
+        return [
+            CheckResult(
+                CHECK,
+                "selection",
+                Status.PASS,
+                "the last epoch is reported: not selected on the validation rows",
+                "a reported metric not chosen on the rows it is measured on",
+            )
+        ]
+    accs = [r.get("val_acc") for r in rec.epochs]
+    k = rec.kept_index()
+    k = len(accs) - 1 if k is None else k
+    near = [a for i, a in enumerate(accs) if i != k and abs(i - k) <= patience and finite(a)]
+    reference = statistics.median(near) if near else None
+    sd = math.sqrt(max(acc * (1 - acc), 1.0 / n_val) / n_val)  # binomial sd of an accuracy on n_val rows
+    n_cand = sum(finite(a) for a in accs)
+    order_stat = sd * math.sqrt(2 * math.log(n_cand)) if n_cand > 1 else 0.0  # E[max of k] ~ sd sqrt(2 ln k)
+    gap = acc - reference if reference is not None else None
+    limit = max(2 * sd, 2.0 / n_val)
+    evidence = (
+        f"epoch {rec.epochs[k]['epoch']} kept by min val_loss among {n_cand} epochs, on the same {n_val} rows "
+        "its val_acc is reported on",
+        f"median val_acc of the other epochs within the patience ({patience}) of it: "
+        + ("-" if reference is None else f"{reference:.4f} (from {len(near)} epochs)"),
+        f"order statistic: the best of {n_cand} equally good epochs reads ~{order_stat:.3f} high "
+        f"(sd {sd:.3f} x sqrt(2 ln {n_cand}))",
+        f"last epoch's val_acc {accs[-1]}",
+    )
+    values = {
+        "reported": acc,
+        "reference": reference,
+        "gap": gap,
+        "order_stat_optimism": order_stat,
+        "sd": sd,
+        "n_val": n_val,
+        "n_epochs": n_cand,
+    }
+    expected = f"the reported val_acc within {limit:.3f} (2 sd on {n_val} rows) of its neighbouring epochs"
+    base = f"val_acc {acc:.3f} comes from the epoch early stopping selected on the same rows"
+    if gap is not None and gap > limit:
+        result = CheckResult(
+            CHECK,
+            "selection",
+            Status.WARN,
+            f"{base}; it stands {gap:+.3f} above its neighbours' median {reference:.3f}: inflated by selection",
+            expected,
+            hint=f"report ~{reference:.3f} (or score a held-out test split the selection never saw)",
+            evidence=evidence,
+            values=values,
+        )
+    else:
+        est = f"{gap:+.3f} vs its neighbours, " if gap is not None else ""
+        result = CheckResult(
+            CHECK,
+            "selection",
+            Status.PASS,
+            f"{base}; estimated optimism {est}~{order_stat:.3f} by order statistics",
+            expected,
+            evidence=evidence,
+            values=values,
+        )
+    return [result, quality_placement(ctx, acc)]
+
+
+def quality_placement(ctx: AuditContext, reported: float | None) -> CheckResult:
+    """Where the reported val_acc falls in the quality distribution of this recipe on this data, where the
+    quality estimator (diagnostics.quality) has one cached."""
+    try:
+        from diagnostics.quality import lookup  # type: ignore[import-not-found]
+    except ImportError:
+        return skip(CHECK, "quality", "no quality estimator installed (diagnostics.quality)")
+    try:
+        est = lookup(ctx.replay.data_source or ctx.record.data.get("path"), ctx.record.config)
+    except Exception as exc:  # the estimator's cache is its own business: say why and go on
+        return skip(CHECK, "quality", f"quality lookup failed: {type(exc).__name__}: {exc}")
+    if est is None or not finite(reported):
+        return skip(CHECK, "quality", "no quality distribution cached for this recipe and data")
+    s = est.summary("val_acc")
+    mean, sd, n = float(s["mean"]), float(s["sd"]), int(s["n"])
+    z = (reported - mean) / sd if sd > 0 else 0.0
+    measured = (
+        f"val_acc {reported:.3f} vs this recipe's {mean:.3f} +- {sd:.3f} over {n} seeded runs (z {z:+.1f})"
+    )
+    expected = "within 2 sd of the recipe's distribution"
+    values = {"reported": reported, **{k: s[k] for k in s}, "z": z}
+    if z > 2:
+        return CheckResult(
+            CHECK,
+            "quality",
+            Status.WARN,
+            measured,
+            expected,
+            hint=f"a lucky draw or selection: expect ~{mean:.3f} from this recipe",
+            values=values,
+        )
+    return CheckResult(CHECK, "quality", Status.PASS, measured, expected, values=values)
+
+
+# --------------------------------------------------------------------------- physics: time and memory
+
+
+def _architecture(ctx: AuditContext) -> Any:
+    """The recorded model (untrained; only its shapes matter here), or None."""
+    rec = ctx.record
+    if ctx.replay.model is not None:
+        return ctx.replay.model
+    hp = rec.architecture.get("hparams") or {}
+    if not ctx.model_name:
+        return None
+    from moola.models import get_model
+
+    if hp.get("input_size"):
+        return get_model(
+            ctx.model_name, n_features=int(hp["input_size"]), n_classes=int(hp.get("n_classes", 2))
+        )
+    ds = ctx.replay.dataset  # a foreign run given --model (and maybe --data)
+    return get_model(ctx.model_name, n_classes=ds.n_classes if ds is not None else 2)
+
+
+def _n_classes(ctx: AuditContext) -> int:
+    classes = ctx.record.data.get("classes")
+    if classes:
+        return len(classes)
+    return ctx.replay.dataset.n_classes if ctx.replay.dataset is not None else 2
+
+
+def epoch_time(ctx: AuditContext) -> CheckResult:
+    from diagnostics.physics import epoch_time_lower_bound, format_seconds
+
+    rec = ctx.record
+    if not rec.machine:
+        why = "the run recorded no machine speeds" + (
+            " (made before moola recorded them)" if rec.kind == "moola" else ""
+        )
+        return skip(CHECK, "epoch_time", f"{why}; this machine's would not be the training machine's")
+    times = [(r["epoch"], r.get("train_time_s")) for r in rec.epochs if finite(r.get("train_time_s"))]
+    model = _architecture(ctx)
+    if not times or model is None:
+        return skip(CHECK, "epoch_time", "no per-epoch training times or no recorded model to bound")
+    cfg, hp = rec.config or {}, rec.architecture.get("hparams") or {}
+    n_train = int(rec.data.get("n_train") or 0)
+    T, batch = int(rec.data.get("window_length") or 105), int(cfg.get("batch_size") or 16)
+    bound = epoch_time_lower_bound(
+        model,
+        n_train,
+        batch,
+        T,
+        int(hp.get("input_size")),
+        device="cpu",
+        peak_flops_per_s=float(rec.machine["matmul_flops_per_s"]),
+        step_latency_s=rec.machine.get("lstm_step_s") or {},
+    )
+    fast = [(e, t) for e, t in times if t < bound.seconds]
+    ratios = [t / bound.seconds for _, t in times] if bound.seconds > 0 else []
+    where = rec.machine.get("device_name") or rec.machine.get("device")
+    evidence = (
+        f"lower bound {format_seconds(bound.seconds)} = max(compute {format_seconds(bound.flops_part)}, "
+        f"sequential {format_seconds(bound.latency_part)}) for {n_train} windows at batch {batch}",
+        f"speeds recorded on the training machine ({where}): {rec.machine['matmul_flops_per_s'] / 1e9:.1f} "
+        f"GFLOP/s matmul, LSTM step {rec.machine.get('lstm_step_s')}",
+        *(f"epoch {e}: {format_seconds(t)} ({t / bound.seconds:.2f}x the bound)" for e, t in fast[:8]),
+    )
+    values = {
+        "bound_s": bound.seconds,
+        "fast_epochs": [e for e, _ in fast],
+        "median_ratio": statistics.median(ratios) if ratios else None,
+        "times_s": [t for _, t in times],
+    }
+    expected = (
+        f">= {format_seconds(bound.seconds)} per epoch (the bound for this model, data and recorded machine)"
+    )
+    if fast:
+        return CheckResult(
+            CHECK,
+            "epoch_time",
+            Status.FAIL,
+            f"{len(fast)} of {len(times)} epoch(s) faster than physically possible (fastest "
+            f"{format_seconds(min(t for _, t in fast))} vs {format_seconds(bound.seconds)})",
+            expected,
+            hint="those epochs did not train on every window: a loop that breaks early, a subset, or a "
+            "logged time that is not the epoch's",
+            evidence=evidence,
+            values=values,
+        )
+    return CheckResult(
+        CHECK,
+        "epoch_time",
+        Status.PASS,
+        f"every epoch above the bound: median {format_seconds(statistics.median([t for _, t in times]))} = "
+        f"{values['median_ratio']:.1f}x {format_seconds(bound.seconds)}",
+        expected,
+        evidence=evidence,
+        values=values,
+    )
+
+
+def memory(ctx: AuditContext) -> CheckResult:
+    from diagnostics.checks.gpu import memory_verdict
+    from diagnostics.physics import training_memory_bytes
+
+    rec = ctx.record
+    peaks = [r.get("gpu_peak_mem_bytes") for r in rec.epochs if finite(r.get("gpu_peak_mem_bytes"))]
+    if not peaks:
+        device = rec.environment.get("device", "unknown device")
+        return skip(CHECK, "memory", f"no GPU memory recorded (trained on {device})")
+    model = _architecture(ctx)
+    if model is None:
+        return skip(CHECK, "memory", "no recorded model to compute the footprint of")
+    cfg, hp = rec.config or {}, rec.architecture.get("hparams") or {}
+    T, F = int(rec.data.get("window_length") or 105), int(hp.get("input_size"))
+    est = training_memory_bytes(model, int(cfg.get("batch_size") or 16), T, F)
+    n = int(rec.data.get("n_train") or 0) + int(rec.data.get("n_val") or 0)
+    data_bytes = n * T * F * 4 + n * 8  # float32 windows + int64 labels, resident for the run
+    detail = {
+        "params": est.params,
+        "grads": est.grads,
+        "adamw": est.optimizer_state,
+        "activations": est.activations,
+    }
+    return _relabel(
+        memory_verdict(int(max(peaks)), est.total, data_bytes, detail, thresholds=ctx.thresholds), "memory"
+    )
+
+
+# --------------------------------------------------------------------------- ratio and configuration
+
+
+def params_ratio(ctx: AuditContext) -> CheckResult:
+    from diagnostics.checks.params import fitting_models, format_ratio, ratio_status, registry_counts
+
+    rec, th = ctx.record, ctx.thresholds
+    n_params = (rec.summary or {}).get("n_params_trainable")
+    model = _architecture(ctx)
+    if n_params is None and model is not None:
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_samples = int(
+        rec.data.get("n_windows") or (len(ctx.replay.dataset) if ctx.replay.dataset is not None else 0)
+    )
+    if not n_params or not n_samples:
+        return skip(
+            CHECK, "params", "needs the model and the data (pass --model and --data for a foreign run)"
+        )
+    ratio = n_params / n_samples
+    status = ratio_status(ratio, th)
+    hint = ""
+    if status is not Status.PASS:
+        fits = fitting_models(registry_counts(_n_classes(ctx)), n_samples, th, ctx.model_name or "")
+        hint = f"use --model {fits[0][0]} ({fits[0][1]:,} params, {format_ratio(fits[0][2])})" if fits else ""
+    return CheckResult(
+        CHECK,
+        "params",
+        status,
+        f"{n_params:,} params / {n_samples:,} windows = {format_ratio(ratio)}",
+        f"<= {format_ratio(th.params_warn_ratio)} (WARN above), <= {format_ratio(th.params_fail_ratio)} (FAIL above)",
+        hint=hint,
+        values={"params": n_params, "n_samples": n_samples, "ratio": ratio},
+    )
+
+
+def config_findings(ctx: AuditContext) -> list[CheckResult]:
+    from diagnostics.checks import config as cfg_check
+    from moola.models import get_spec, list_models
+
+    rec, th = ctx.record, ctx.thresholds
+    if rec.config is None:
+        return [skip(CHECK, "config", f"a foreign {rec.kind} run records no training configuration")]
+    cfg = rec.config
+    spec = get_spec(cfg["model"])
+    alternative = next((s.name for s in list_models() if not s.legacy), None)
+    n_train = int(rec.data.get("n_train") or 0)
+    batch = cfg_check.batch_steps(n_train, int(cfg["batch_size"]), th)
+    found = [
+        cfg_check.legacy_selected(spec.name, spec.legacy, alternative),
+        batch,
+        cfg_check.learning_rate(float(cfg["lr"]), th),
+        cfg_check.total_steps(
+            int(cfg["n_epochs"]), batch.values["steps_per_epoch"], int(cfg["early_stopping_patience"]), th
+        ),
+    ]
+    return [_relabel(r, f"config/{r.name}") for r in found]
+
+
+def live(ctx: AuditContext) -> CheckResult:
+    found = ctx.record.live_findings
+    if found is None:
+        return skip(CHECK, "live", "the run predates the live rules (no findings.jsonl)")
+    worst = [f for f in found if f.get("level") in ("FAIL", "WARN")]
+    lines = tuple(
+        f"epoch {f.get('epoch')}: {f.get('level')} {f.get('rule')}: {f.get('message')}" for f in found
+    )
+    status = Status.WARN if worst else Status.PASS
+    return CheckResult(
+        CHECK,
+        "live",
+        status,
+        f"{len(found)} live finding(s) during training" + (f", {len(worst)} WARN/FAIL" if worst else ""),
+        "no live rule fired",
+        hint="see the evidence: each line is what moola train reported as it happened",
+        evidence=lines,
+        values={"findings": found},
+    )
+
+
+@register(CHECK)
+def check_audit(ctx: AuditContext) -> list[CheckResult]:
+    results = [completeness(ctx), data_finding(ctx), reproduce(ctx)]
+    results += train_vs_val(ctx)
+    results += selection(ctx)
+    results += [epoch_time(ctx), memory(ctx), params_ratio(ctx)]
+    results += config_findings(ctx)
+    results += [_relabel(r, r.name) for r in curve_findings(ctx.record)]
+    results.append(live(ctx))
+    return results
