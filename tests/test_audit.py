@@ -116,7 +116,9 @@ def test_data_changed_since_the_run_is_one_finding_with_both_fingerprints(corpus
     found = _by_name(out)
     data = found["data"]
     assert data["status"] == "FAIL" and data["values"]["recorded"] != data["values"]["now"]
-    assert data["values"]["recorded"][:12] in data["measured"] and data["values"]["now"][:12] in data["measured"]
+    assert (
+        data["values"]["recorded"][:12] in data["measured"] and data["values"]["now"][:12] in data["measured"]
+    )
     assert found["reproduce"]["status"] == "SKIP" and "changed" in found["reproduce"]["measured"]
 
 
@@ -190,7 +192,15 @@ def test_a_metric_inflated_by_selection_warns_with_an_estimate(corpus):
 
 def _lightning_csv(rows: list[dict], path: Path) -> None:
     """As Lightning's CSVLogger writes: step rows with train_loss_step, epoch rows with the rest."""
-    fields = ["epoch", "step", "train_loss_step", "train_loss_epoch", "train_acc_epoch", "val_loss", "val_acc"]
+    fields = [
+        "epoch",
+        "step",
+        "train_loss_step",
+        "train_loss_epoch",
+        "train_acc_epoch",
+        "val_loss",
+        "val_acc",
+    ]
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
