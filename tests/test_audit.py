@@ -330,3 +330,39 @@ def test_a_model_pt_that_is_not_a_state_dict_is_one_line_and_never_unpickled(cor
     torch.save([torch.zeros(3)], run / "model.pt")  # loads under weights_only, but is not a state dict
     result, _ = _audit(run)
     assert result.exit_code == 2 and "not a state dict" in _one_line(result)
+
+
+# --------------------------------------------------------------------------- train against validation
+
+
+def _context(run: Path):
+    from diagnostics.audit.context import AuditContext
+    from diagnostics.audit.reader import read_run
+    from diagnostics.audit.replay import replay
+
+    record = read_run(run)
+    return AuditContext(record, replay(record), record.model_name)
+
+
+def test_validation_above_the_logged_running_train_accuracy_is_explained_as_a_measurement(corpus):
+    """The users' "train 0.475 vs test 0.771": the logged figure is a running mean with dropout on."""
+    from diagnostics.checks.audit import train_vs_val
+
+    run = _copy(corpus, "low_running")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["metrics"]["train_acc_running"] = summary["metrics"]["val_acc"] - 0.3
+    (run / "summary.json").write_text(json.dumps(summary))
+    (found,) = train_vs_val(_context(run))
+    assert found.status.value == "PASS" and "measurement mismatch" in found.measured
+
+
+def test_a_real_gap_in_eval_mode_fails_and_runs_leakage_on_the_recorded_split(corpus):
+    from diagnostics.checks.audit import train_vs_val
+
+    ctx = _context(corpus["healthy"])
+    ctx.replay.train = {**ctx.replay.train, "acc": 0.3}  # the kept weights score 0.3 on their training rows
+    found = train_vs_val(ctx)
+    assert found[0].status.value == "FAIL" and "eval-mode train_acc 0.300" in found[0].measured
+    names = [r.name for r in found[1:]]
+    assert len(names) == 3 and all(n.startswith("leakage/") for n in names) and "leakage/crashed" not in names
+    assert all(r.check == "audit" and r.status.value == "PASS" for r in found[1:])  # a clean split

@@ -20,9 +20,9 @@ def run_audit(
     thresholds: Thresholds | None = None,
 ) -> RunOutcome:
     """Audit the run at ``run_dir``; MoolaError (exit 2) for input that cannot be read."""
+    from diagnostics.audit.context import CHECK, AuditContext
     from diagnostics.audit.reader import read_run
     from diagnostics.audit.replay import replay
-    from diagnostics.checks.audit import CHECK, AuditContext
 
     start = time.perf_counter()
     record = read_run(Path(run_dir))
