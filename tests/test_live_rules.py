@@ -178,3 +178,27 @@ def test_off_a_terminal_each_epoch_is_one_plain_line_and_a_finding_shows_once(tm
 def test_status_shows_gpu_memory_and_utilization():
     text = epoch_status(_row(1, 0.5, 0.4, t=0.2, gpu_peak_mem_bytes=37.5 * 2**20, gpu_util_pct=20.0), 0.05)
     assert "4.0x floor" in text and "gpu 37.5 MiB 20%" in text
+
+
+def test_an_epoch_below_the_floor_is_remeasured_once_before_it_is_called_impossible(tmp_path):
+    calls = []
+
+    def remeasure() -> float:
+        calls.append(1)
+        return 0.02  # the first measurement was slowed by a neighbour: the floor was too high
+
+    rules, seen = _rules(tmp_path, floor=0.2)
+    rules.configure(tmp_path, "cpu", 0.2, 0, remeasure=remeasure)
+    _feed(rules, [_row(1, 0.7, t=0.05), _row(2, 0.6, t=0.05), _row(3, 0.5, t=0.01)])
+    assert calls == [1] and rules.floor_s == 0.02
+    assert [(f.rule, f.epoch) for f in seen] == [("epoch_too_fast", 3)]
+
+
+def test_fastest_keeps_the_favourable_figures():
+    a = {"matmul_flops_per_s": 1e10, "lstm_step_s": {"encoder": 3e-5}, "device": "cpu"}
+    b = {"matmul_flops_per_s": 2e10, "lstm_step_s": {"encoder": 4e-5}}
+    assert record.fastest(a, b) == {
+        "matmul_flops_per_s": 2e10,
+        "lstm_step_s": {"encoder": 3e-5},
+        "device": "cpu",
+    }
