@@ -168,6 +168,18 @@ def read_csv(path: Path) -> tuple[str, list[dict[str, Any]]]:
     return ("lightning-csv" if lightning else "keras-csv"), [merged[e] for e in sorted(merged)]
 
 
+def _findings(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            item = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError as exc:
+            raise MoolaError(f"{path}, line {i}: not valid JSON ({exc.msg})") from None
+        if item is not None:
+            out.append(item if isinstance(item, dict) else {"message": str(item)})
+    return out
+
+
 def _moola(path: Path) -> RunRecord:
     config_file = _json_file(path / "config.json")
     if not isinstance(config_file.get("config"), dict):
@@ -177,7 +189,7 @@ def _moola(path: Path) -> RunRecord:
     split = _json_file(path / "split.json") if (path / "split.json").exists() else None
     live = None
     if (path / "findings.jsonl").exists():
-        live = [json.loads(line) for line in (path / "findings.jsonl").read_text().splitlines() if line]
+        live = _findings(path / "findings.jsonl")
     elif config_file.get("metrics_schema", 1) >= 2:
         live = []  # the live rules ran and nothing fired
     return RunRecord(

@@ -273,6 +273,7 @@ def train_run(
             "metrics_schema": METRICS_SCHEMA,
             "metrics": val_metrics,
             "train_time_s": result.train_time_s,
+            "gpu_util_error": stats.util_error,  # why NVML utilization is missing from metrics.jsonl
             "mean_epoch_time_s": float(np.mean(epoch_times)) if epoch_times else None,
         },
     )
