@@ -202,3 +202,23 @@ def test_fastest_keeps_the_favourable_figures():
         "lstm_step_s": {"encoder": 3e-5},
         "device": "cpu",
     }
+
+
+def test_train_run_wires_the_rules_writes_findings_and_records_the_remeasured_machine(tmp_path, monkeypatch):
+    """A machine recorded as 10^6x slower than this one: every real epoch is 'impossible' there."""
+    from moola.config import TrainConfig
+    from moola.data.synthetic import generate
+    from moola.train.run import train_run
+
+    def slow(model, device, batch):
+        return {"device": "cpu", "matmul_flops_per_s": 1e4, "lstm_step_s": {"encoder": 1.0}}
+
+    monkeypatch.setattr(record, "measure_machine", slow)
+    seen = []
+    config = TrainConfig(n_epochs=2, device="cpu", out_dir=str(tmp_path))
+    result = train_run(config, generate(40, seed=1), live=LiveRules(notify=seen.append))
+    assert [f.rule for f in seen] == ["epoch_too_fast"]
+    on_disk = [json.loads(line) for line in (result.run_dir / "findings.jsonl").read_text().splitlines()]
+    assert [f["rule"] for f in on_disk] == ["epoch_too_fast"] and on_disk[0]["epoch"] == 1
+    machine = json.loads((result.run_dir / "config.json").read_text())["machine"]
+    assert machine["remeasured"] is True and machine["epoch_floor_s"] > 1
