@@ -13,13 +13,23 @@ Environment knobs (read when a benchmark is set up):
 ``MOOLA_BENCH_DEVICE``   cpu (default) or cuda; GPU-only benchmarks skip (NotImplementedError) on cpu
 ``MOOLA_BENCH_WINDOWS``  first N windows of the embedded set for the training/forward benchmarks (0: all 174)
 ``MOOLA_BENCH_LOAD_WINDOWS``  windows in the loading benchmark's file (default 20,000)
+``MOOLA_BENCH_QUALITY_RUNS``  runs per quality benchmark (0: each benchmark's own ``gate_runs``)
+``MOOLA_BENCH_QUALITY_SEED``  first seed of the quality runs (default 0; the sensitivity tool moves it
+                         per trial, so every trial draws fresh seeds)
+``MOOLA_BENCH_QUALITY_RECIPE``  JSON of TrainConfig fields overriding the quality recipe (tests: fewer
+                         epochs at a higher learning rate)
 
 Gate attributes (on a benchmark method or its class; asv ignores them): ``gate_factor`` (timing ratio
 that counts as a regression, default 1.10), ``gate_rounds`` (interleaved samples per revision, default
 15: more for a short benchmark that a shared machine's bursts disturb; a number, or a dict from the
 parameter value to one), ``gate_tolerance`` (a counter's relative tolerance; default
 0.01 for unit "bytes", else 0: exact), ``gate_higher_is_better`` (a counter whose drop regresses),
-``gate = False`` on a method (a reference baseline, not product code: listed, not gated).
+``gate = False`` on a method (a reference baseline, not product code: listed, not gated),
+``gate_default = False`` (gated only when ``--bench`` selects it: too costly for every run),
+``gate_threshold`` (a quality benchmark's practical threshold: a drop must exceed it to regress).
+
+A ``track_`` benchmark may return a ``Distribution``: a float (its mean, what asv and pytest-benchmark
+record) that carries every run's value, which the gate compares as a distribution, not a counter.
 """
 
 from __future__ import annotations
@@ -34,7 +44,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ["jade_compact", "enhanced_simple_lstm", "jade"]
 THREADS = 1  # single-threaded: the numbers track the code, not the scheduler on a shared 2-core box
-SHORT_TRAINING_EPOCHS = 8
 SEED = 0
 
 
@@ -117,6 +126,20 @@ def require(what: str) -> Any:
         return getattr(module, attr) if attr else module
     except (ImportError, AttributeError) as exc:
         raise NotImplementedError(f"{what} is not available in this revision: {exc}") from exc
+
+
+class Distribution(float):
+    """A benchmark result that is a sample, not one number: asv sees the mean, the gate every value."""
+
+    samples: tuple[float, ...]
+
+    def __new__(cls, values: list[float] | tuple[float, ...]) -> Distribution:
+        samples = tuple(float(v) for v in values)
+        if not samples:
+            raise ValueError("a Distribution needs at least one value")
+        obj = super().__new__(cls, sum(samples) / len(samples))
+        obj.samples = samples
+        return obj
 
 
 class Prepared:

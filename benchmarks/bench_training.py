@@ -4,8 +4,9 @@ time_    one training epoch on the embedded default set (174 windows, the traine
          thread) and one eval-mode forward pass of one batch
 peakmem_ one training epoch (asv: peak RSS of the benchmark process; not gated, see below)
 track_   parameters; analytic training FLOPs per epoch; tensor bytes allocated per epoch and peak live
-         tensor bytes during an epoch (benchmarks/_memory.py: exact on CPU); validation accuracy after
-         a fixed seeded 8-epoch training; GPU peak allocated bytes per epoch (skipped without CUDA)
+         tensor bytes during an epoch (benchmarks/_memory.py: exact on CPU); GPU peak allocated bytes
+         per epoch (skipped without CUDA). Trained-model quality is benchmarks/bench_quality.py: a
+         distribution over fresh seeds, not one 8-epoch seed compared exactly.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from benchmarks._common import (
-    SEED,
-    SHORT_TRAINING_EPOCHS,
     Prepared,
     batch_size,
     registered_models,
-    require,
     require_device,
     sync,
 )
@@ -119,29 +117,6 @@ class Counters:
         return int(self._memory().peak_live)  # type: ignore[attr-defined]
 
     track_peak_live_bytes_epoch.unit = "bytes"  # type: ignore[attr-defined]
-
-    def track_val_accuracy(self, model: str) -> float:
-        """Validation accuracy after SHORT_TRAINING_EPOCHS seeded epochs on an 80/20 random split."""
-        TrainConfig = require("moola.config:TrainConfig")
-        fit = require("moola.train.trainer:fit")
-        make_split = require("moola.data.splits:make_split")
-        transform = require("moola.features:transform")
-        get_spec = require("moola.models:get_spec")
-        ds = self.p.ds
-        train_idx, val_idx = make_split(ds, "random", test_fraction=0.2, seed=SEED)
-        feats = ds.with_features(transform(ds.X, get_spec(model).feature_set))
-        config = TrainConfig(
-            model=model,
-            n_epochs=SHORT_TRAINING_EPOCHS,
-            device=self.p.device,
-            seed=SEED,
-            early_stopping_patience=0,
-        )
-        result = fit(self.p.model(), feats.subset(train_idx), feats.subset(val_idx), config)
-        return float(result.history[-1]["val_acc"])
-
-    track_val_accuracy.unit = "accuracy"  # type: ignore[attr-defined]
-    track_val_accuracy.gate_higher_is_better = True  # type: ignore[attr-defined]
 
 
 class Gpu:

@@ -10,7 +10,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ class Options:
     time_order: str | None = None
     pointer_convention: str | None = None
     drop_null_rows: bool = False
+    runs: int | None = None  # stability: runs of the quality estimator (None: Thresholds.stability_runs)
     json_path: Path | None = None
     report_dir: Path | None = None
     debug: bool = False
@@ -168,6 +169,10 @@ def run(
         pointer_convention=options.pointer_convention,
         drop_null_rows=options.drop_null_rows,
     )
+    if options.runs is not None:
+        if options.runs < 1:
+            raise MoolaError(f"--runs {options.runs}: need at least one run")
+        ctx.thresholds = replace(ctx.thresholds, stability_runs=int(options.runs))
     results: list[CheckResult] = []
     try:
         run_checks(ctx, names, debug=options.debug, results=results, progress=progress)

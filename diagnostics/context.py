@@ -76,6 +76,12 @@ class Thresholds:
     min_class_share: float = 0.10
     # leakage: equal OHLC bars at one consistent offset; chance equality of 8 float price bars is ~impossible
     min_shared_bars: int = 8
+    # stability: runs of the quality estimator in check-all (one pass of 5-fold: every window scored once);
+    # --runs raises it. The per-run gain over the constant the pointer head must clear, and the share of
+    # windows every run gets wrong above which the labels deserve a look.
+    stability_runs: int = 5
+    pointer_min_gain: float = 0.10
+    label_noise_share: float = 0.05
 
 
 @dataclass
@@ -95,6 +101,10 @@ class DiagContext:
     cache: dict[str, Any] = field(default_factory=dict)
     split_reason: str = ""  # why this split was chosen (report header; see loading.choose_split)
     time_order: str = "bar_start"  # what orders windows in time: "bar_start" or "row" (--time-order)
+    # Where the quality estimator's runs go: a concurrent.futures.Executor (e.g. a distributed engine's
+    # pool), or None for a local process pool of ``workers`` processes (None: every core).
+    executor: Any = None
+    workers: int | None = None
 
     def parts(self) -> dict[str, np.ndarray]:
         """The split's parts in order train, val (when there is one), test: int64 rows of ``dataset``."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 CheckFn = Callable[["DiagContext"], "list[CheckResult]"]
 
 # Order is the order check-all runs and prints them: cheap, static checks first.
-CHECK_ORDER = ("config", "params", "data", "leakage", "sanity", "gpu")
+CHECK_ORDER = ("config", "params", "data", "leakage", "sanity", "stability", "gpu")
 _MODULES = {name: f"diagnostics.checks.{name}" for name in CHECK_ORDER}
 # Not in check-all: the audit judges a finished run directory (``moola-diag audit RUN_DIR``).
 _MODULES["audit"] = "diagnostics.checks.audit"

@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from diagnostics.gate.report import GateReport, RevisionInfo
-from diagnostics.gate.stats import CounterSpec, compare_counters, compare_timings, holm
+from diagnostics.gate.stats import (
+    CounterSpec,
+    compare_counters,
+    compare_quality,
+    compare_timings,
+    holm,
+    holm_quality,
+)
 from moola.errors import MoolaError
 from moola.io import atomic_write_text
 
@@ -314,6 +321,7 @@ def run(
     processes: int = 2,
     burn_in: int = 1,
     alpha: float = 0.05,
+    quality_alpha: float = 0.02,
     threads: int = 1,
     min_sample_s: float = 0.05,
     repo: str | os.PathLike[str] | None = None,
@@ -321,7 +329,7 @@ def run(
     json_path: str | os.PathLike[str] | None = None,
     python: str | None = None,
     round_timeout_s: float = 300.0,
-    startup_timeout_s: float = 600.0,
+    startup_timeout_s: float = 3600.0,
     worker_env: dict[str, dict[str, str]] | None = None,
     progress: Callable[[str], None] | None = None,
     pin_cpu: bool = True,
@@ -330,7 +338,9 @@ def run(
 
     ``factor`` overrides every benchmark's own ``gate_factor`` (default 1.10) and ``rounds`` its
     ``gate_rounds`` (default 15); ``processes`` worker pairs share the rounds one after another;
-    ``alpha`` is the family-wise significance level over all timed benchmarks (Holm). Raises MoolaError for bad input
+    ``alpha`` is the family-wise significance level over all timed benchmarks (Holm), ``quality_alpha``
+    over the quality benchmarks (distributions of trained-model scores; Holm, one-sided Welch; a
+    benchmark with ``gate_default = False`` only when ``bench`` selects it). Raises MoolaError for bad input
     (unknown revision, bad option, a ``bench`` selecting nothing, a malformed acceptance file);
     everything that goes wrong while measuring ends up in ``report.errors`` (exit code 2) so the
     Markdown still explains it. ``worker_env`` adds environment variables per side ({"head": {...}},
@@ -345,8 +355,8 @@ def run(
         raise MoolaError(f"--processes must be >= 1 (got {processes})")
     if burn_in < 0 or threads < 1 or not min_sample_s > 0:
         raise MoolaError("--burn-in must be >= 0, --threads >= 1 and the sample time > 0")
-    if not 0 < alpha < 1:
-        raise MoolaError(f"--alpha must be in (0, 1) (got {alpha})")
+    if not 0 < alpha < 1 or not 0 < quality_alpha < 1:
+        raise MoolaError(f"--alpha and --quality-alpha must be in (0, 1) (got {alpha}, {quality_alpha})")
     selection = compile_selection(bench)
     say = progress or (lambda _msg: None)
     root = repo_root(repo)
@@ -356,6 +366,7 @@ def run(
     settings: dict[str, Any] = {
         "factor": factor if factor is not None else "per benchmark (default 1.10)",
         "alpha": alpha,
+        "quality_alpha": quality_alpha,
         "correction": "holm",
         "rounds": rounds if rounds is not None else "per benchmark (default 15)",
         "processes": processes,
@@ -411,6 +422,10 @@ def run(
                 specs[w.label] = {b["name"]: b for b in w.listing.get("benchmarks", [])}
             names = sorted(set(specs["base"]) | set(specs["head"]))
             chosen = [n for n in names if selection is None or selection.search(n)]
+            if selection is None:  # costly benchmarks are gated when asked for by name, not by default
+                spec_of = {n: specs["head"].get(n, specs["base"].get(n, {})) for n in chosen}
+                report.not_default = [n for n in chosen if not spec_of[n].get("default", True)]
+                chosen = [n for n in chosen if n not in report.not_default]
             if not chosen:
                 known = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
                 raise MoolaError(
@@ -489,6 +504,26 @@ def run(
                 for n in both
                 if specs["head"][n]["kind"] == "track"
             }
+            # A track_ that returned a Distribution on both sides is compared as two samples of runs.
+            base_dist, head_dist = base_ready.get("distributions", {}), head_ready.get("distributions", {})
+            quality_names = [n for n in counter_specs if n in base_dist and n in head_dist]
+            report.quality = holm_quality(
+                [
+                    compare_quality(
+                        n,
+                        base_dist[n],
+                        head_dist[n],
+                        threshold=float(specs["head"][n].get("threshold", 0.0)),
+                        higher_is_better=counter_specs[n].higher_is_better,
+                        alpha=quality_alpha,
+                        unit=counter_specs[n].unit,
+                    )
+                    for n in quality_names
+                ],
+                quality_alpha,
+            )
+            for n in quality_names:
+                del counter_specs[n]
             base_counters = {n: v for n, v in base_ready.get("counters", {}).items() if n in counter_specs}
             head_counters = {n: v for n, v in head_ready.get("counters", {}).items() if n in counter_specs}
             report.counters = compare_counters(base_counters, head_counters, counter_specs, accepted)

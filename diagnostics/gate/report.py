@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from diagnostics.gate.stats import CounterComparison, TimingComparison
+from diagnostics.gate.stats import CounterComparison, QualityComparison, TimingComparison
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 
@@ -56,6 +56,8 @@ class GateReport:
     definitions_differ: list[str] = field(default_factory=list)  # each side ran its own definition
     accepted_unused: list[str] = field(default_factory=list)  # acceptance entries that matched nothing
     not_gated: list[str] = field(default_factory=list)  # selected, but marked ``gate = False`` (baselines)
+    not_default: list[str] = field(default_factory=list)  # ``gate_default = False``: only with --bench
+    quality: list[QualityComparison] = field(default_factory=list)  # distributions of trained-model scores
     wall_s: float = 0.0
 
     @property
@@ -70,6 +72,13 @@ class GateReport:
             if c.verdict == "regression":
                 change = f" ({c.change:+.2%})" if c.change is not None else ""
                 out.append(f"{c.name}: {fmt_value(c.base, c.unit)} -> {fmt_value(c.head, c.unit)}{change}")
+        for q in self.quality:
+            if q.verdict == "regression":
+                out.append(
+                    f"{q.name}: mean {q.base['mean']:.4f} -> {q.head['mean']:.4f} (worse by {q.drop:.4f}, 95% CI"
+                    f" {q.drop_ci[0]:.4f}–{q.drop_ci[1]:.4f}, p={q.p_adjusted if q.p_adjusted is not None else q.p_worse:.2g},"
+                    f" {q.base['n']} vs {q.head['n']} runs)"
+                )
         return out
 
     @property
@@ -84,7 +93,8 @@ class GateReport:
     def exit_code(self) -> int:
         # Fail closed: anything unmeasured (a crash, a missing counter, nothing compared) is never a pass.
         missing = [c.name for c in self.counters if c.verdict == "missing"]
-        if self.errors or missing or not (self.timings or self.counters):
+        missing += [q.name for q in self.quality if q.verdict == "missing"]
+        if self.errors or missing or not (self.timings or self.counters or self.quality):
             return EXIT_ERROR
         return EXIT_REGRESSION if self.regressions else EXIT_OK
 
@@ -97,7 +107,10 @@ class GateReport:
         errs += [
             f"counter {c.name} could not be measured on head" for c in self.counters if c.verdict == "missing"
         ]
-        if not (self.timings or self.counters) and not self.errors:
+        errs += [
+            f"quality {q.name}: fewer than 2 runs on a side" for q in self.quality if q.verdict == "missing"
+        ]
+        if not (self.timings or self.counters or self.quality) and not self.errors:
             errs.append("no benchmark was compared")
         return errs
 
@@ -109,7 +122,7 @@ class GateReport:
         return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
     def verdict_line(self) -> str:
-        n = len(self.timings) + len(self.counters)
+        n = len(self.timings) + len(self.counters) + len(self.quality)
         if self.status == "error":
             return f"could not measure, fails closed: {self.all_errors()[0]}"
         if self.status == "regression":
@@ -138,6 +151,8 @@ class GateReport:
             "definitions_differ": self.definitions_differ,
             "accepted_unused": self.accepted_unused,
             "not_gated": self.not_gated,
+            "not_default": self.not_default,
+            "quality": [q.to_dict() for q in self.quality],
             "samples": self.samples,
             "meta": self.meta,
             "wall_s": self.wall_s,
@@ -170,6 +185,26 @@ class GateReport:
             )
         return [*lines, ""]
 
+    def _quality_rows(self, rows: list[QualityComparison]) -> list[str]:
+        if not rows:
+            return []
+        lines = [
+            "| quality benchmark | base mean ± sd (95% CI, runs) | head mean ± sd (95% CI, runs) | worse by (95% CI) | p (worse, Holm) | threshold | verdict |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+
+        def side(d: dict[str, Any]) -> str:
+            lo, hi = d["ci"]
+            return f"{d['mean']:.4f} ± {d['sd']:.4f} ({lo:.4f}–{hi:.4f}, {d['n']})"
+
+        for q in rows:
+            p = q.p_adjusted if q.p_adjusted is not None else q.p_worse
+            lines.append(
+                f"| {q.name} | {side(q.base)} | {side(q.head)} | {q.drop:+.4f} ({q.drop_ci[0]:+.4f}–"
+                f"{q.drop_ci[1]:+.4f}) | {p:.2g} | {q.threshold:g} | {q.verdict} |"
+            )
+        return [*lines, ""]
+
     def to_markdown(self) -> str:
         icon = {"pass": "✅", "regression": "❌", "error": "⚠️"}[self.status]
         lines = [
@@ -187,13 +222,19 @@ class GateReport:
             lines += ["**Errors**", ""] + [f"- {e}" for e in errors] + [""]
         bad_t = [t for t in self.timings if t.verdict == "regression"]
         bad_c = [c for c in self.counters if c.verdict in ("regression", "missing")]
-        if bad_t or bad_c:
+        bad_q = [q for q in self.quality if q.verdict in ("regression", "missing")]
+        if bad_t or bad_c or bad_q:
             lines += ["### Regressions", "", *self._timing_rows(bad_t), *self._counter_rows(bad_c)]
+            lines += self._quality_rows(bad_q)
         good_t = [t for t in self.timings if t.verdict == "improvement"]
         good_c = [c for c in self.counters if c.verdict in ("improvement", "accepted")]
-        if good_t or good_c:
+        good_q = [q for q in self.quality if q.verdict == "improvement"]
+        if good_t or good_c or good_q:
             lines += ["### Improvements and accepted changes", ""]
-            lines += self._timing_rows(good_t) + self._counter_rows(good_c)
+            lines += self._timing_rows(good_t) + self._counter_rows(good_c) + self._quality_rows(good_q)
+        rest_q = [q for q in self.quality if q not in bad_q and q not in good_q]
+        if rest_q:  # quality is shown open: its distributions are the evidence either way
+            lines += ["### Quality (unchanged)", "", *self._quality_rows(rest_q)]
         rest_t = [t for t in self.timings if t not in bad_t and t not in good_t]
         rest_c = [c for c in self.counters if c not in bad_c and c not in good_c]
         notes = []
@@ -210,6 +251,10 @@ class GateReport:
             notes.append(f"skipped {name}: " + "; ".join(f"{k}: {v}" for k, v in sorted(sides.items())))
         if self.not_gated:
             notes.append("reference baselines, not gated (gate = False): " + ", ".join(self.not_gated))
+        if self.not_default:
+            notes.append(
+                "gated only when --bench selects them (gate_default = False): " + ", ".join(self.not_default)
+            )
         if self.accepted_unused:
             notes.append("acceptance entries that matched no change: " + ", ".join(self.accepted_unused))
         if rest_t or rest_c or notes:
@@ -223,7 +268,9 @@ class GateReport:
         lines.append(
             "Timing/peak-RSS regression = paired one-sided Wilcoxon signed-rank p (Holm-adjusted) < alpha AND"
             " Hodges-Lehmann head/base > the benchmark's factor; counters regress beyond their tolerance"
-            " unless benchmarks/accepted.json accepts the new value."
+            " unless benchmarks/accepted.json accepts the new value. Quality regression = base and head as two"
+            " independent samples of fresh-seed runs, one-sided Welch p (Holm over the quality family) <"
+            f" {self.settings.get('quality_alpha', 0.02)} AND a drop beyond the benchmark's threshold."
         )
         return "\n".join(lines) + "\n"
 

@@ -446,3 +446,132 @@ def compare_counters(
                     verdict, reason = "accepted", why
             out.append(CounterComparison(name, b, h, verdict, accepted_reason=reason, **kw))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Quality: two independent distributions of trained-model scores
+
+QualityVerdict = Literal["regression", "improvement", "unchanged", "missing"]
+
+
+@dataclass(frozen=True)
+class QualityComparison:
+    """Base and head as two independent samples of fresh-seed runs (never paired by seed: a change in
+    how random numbers are drawn is a reseed, Jordan 2023). ``drop`` is how much worse head is on
+    average (positive: worse), with Welch's 95% interval; ``p_worse`` is the one-sided Welch test."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    threshold: float  # practical threshold: a drop must also exceed this to count
+    base: dict[str, Any]  # summary of the base runs: mean, sd, ci, n, values
+    head: dict[str, Any]
+    drop: float
+    drop_ci: tuple[float, float]
+    p_worse: float
+    p_better: float
+    verdict: QualityVerdict
+    p_adjusted: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["drop_ci"] = list(self.drop_ci)
+        return d
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    from scipy import stats
+
+    n = int(values.size)
+    mean = float(values.mean()) if n else float("nan")
+    sd = float(values.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean": mean, "sd": sd, "ci": [mean - half, mean + half], "n": n, "values": values.tolist()}
+
+
+def compare_quality(
+    name: str,
+    base: Sequence[float],
+    head: Sequence[float],
+    *,
+    threshold: float = 0.0,
+    higher_is_better: bool = True,
+    alpha: float = 0.05,
+    unit: str = "",
+) -> QualityComparison:
+    """One-sided Welch t-tests of head against base (each direction) and the drop's 95% interval.
+
+    The verdict here uses ``alpha`` unadjusted; ``holm_quality`` re-decides a family together."""
+    from scipy import stats
+
+    b = np.asarray([v for v in base if math.isfinite(v)], dtype=np.float64)
+    h = np.asarray([v for v in head if math.isfinite(v)], dtype=np.float64)
+    sign = 1.0 if higher_is_better else -1.0
+    if b.size < 2 or h.size < 2:
+        return QualityComparison(
+            name,
+            unit,
+            higher_is_better,
+            threshold,
+            _summary(b),
+            _summary(h),
+            math.nan,
+            (math.nan, math.nan),
+            1.0,
+            1.0,
+            "missing",
+        )
+    drop = sign * float(b.mean() - h.mean())
+    vb, vh = b.var(ddof=1) / b.size, h.var(ddof=1) / h.size
+    se = math.sqrt(vb + vh)
+    if se == 0.0:  # identical constant samples: no evidence either way unless the means differ
+        p_worse = 0.0 if drop > 0 else 1.0
+        p_better = 0.0 if drop < 0 else 1.0
+        ci = (drop, drop)
+    else:
+        df = (vb + vh) ** 2 / (vb**2 / (b.size - 1) + vh**2 / (h.size - 1))
+        t = drop / se
+        p_worse, p_better = float(stats.t.sf(t, df)), float(stats.t.cdf(t, df))
+        half = float(stats.t.ppf(0.975, df)) * se
+        ci = (drop - half, drop + half)
+    verdict = _quality_verdict(drop, p_worse, p_better, threshold, alpha)
+    return QualityComparison(
+        name,
+        unit,
+        higher_is_better,
+        threshold,
+        _summary(b),
+        _summary(h),
+        drop,
+        ci,
+        p_worse,
+        p_better,
+        verdict,
+    )
+
+
+def _quality_verdict(
+    drop: float, p_worse: float, p_better: float, threshold: float, alpha: float
+) -> QualityVerdict:
+    if p_worse < alpha and drop > threshold:
+        return "regression"
+    if p_better < alpha and -drop > threshold:
+        return "improvement"
+    return "unchanged"
+
+
+def holm_quality(comparisons: Sequence[QualityComparison], alpha: float) -> list[QualityComparison]:
+    """Holm over the quality family's one-sided "head is worse" tests: the chance of any false alarm
+    across all of them stays <= alpha. (An improvement is information, judged unadjusted.)"""
+    judged = [i for i, c in enumerate(comparisons) if c.verdict != "missing"]
+    adjusted = dict(zip(judged, holm_adjust([comparisons[i].p_worse for i in judged]), strict=True))
+    out = []
+    for i, c in enumerate(comparisons):
+        if i not in adjusted:
+            out.append(c)
+            continue
+        p = adjusted[i]
+        out.append(
+            replace(c, verdict=_quality_verdict(c.drop, p, c.p_better, c.threshold, alpha), p_adjusted=p)
+        )
+    return out

@@ -17,7 +17,8 @@ in the measured code cannot corrupt it):
 
     worker -> gate  {"type": "list", "benchmarks": [spec, ...], "meta": {...}}        at start
     gate -> worker  {"cmd": "prepare", "names": [...], "burn_in": 1, "min_sample_s": 0.05}
-    worker -> gate  {"type": "ready", "counters": {...}, "skipped": {...}, "numbers": {...}}
+    worker -> gate  {"type": "ready", "counters": {...}, "distributions": {...}, "skipped": {...},
+                     "numbers": {...}}
     gate -> worker  {"cmd": "pin", "cpu": 1}  -> {"type": "pinned"}
     gate -> worker  {"cmd": "sample", "name": N, "number": 8} -> {"type": "sample", "value": 0.37}
     gate -> worker  {"cmd": "quit"}     (or EOF) the worker exits 0
@@ -76,6 +77,8 @@ class Benchmark:
     number: int = 0  # calls per timing sample; 0 = calibrate
     rounds: int = DEFAULT_ROUNDS  # interleaved samples per revision (``gate_rounds``)
     gated: bool = True  # ``gate = False``: a reference baseline (not product code) the gate only lists
+    default: bool = True  # ``gate_default = False``: gated only when --bench selects it (too costly)
+    threshold: float = 0.0  # ``gate_threshold``: a quality drop must also exceed this to regress
     owner: Any = field(default=None, repr=False)  # the class, or None for a module-level function
     method: str = ""
     params: tuple[Any, ...] = ()
@@ -94,11 +97,16 @@ def _attr(fn: Any, owner: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def _rounds(value: Any, combo: tuple[Any, ...]) -> int:
-    """``gate_rounds``: a number, or a mapping from the parameter values ("jade", or "a, 2") to one."""
+def _per_param(value: Any, combo: tuple[Any, ...], default: Any) -> Any:
+    """A gate attribute: one value, or a mapping from the parameter values ("jade", or "a, 2") to one."""
     if isinstance(value, dict):
-        value = value.get(", ".join(str(v) for v in combo), DEFAULT_ROUNDS)
-    return max(2, int(value))
+        return value.get(", ".join(str(v) for v in combo), default)
+    return value
+
+
+def _rounds(value: Any, combo: tuple[Any, ...]) -> int:
+    """``gate_rounds``: a number, or a mapping from the parameter values to one."""
+    return max(2, int(_per_param(value, combo, DEFAULT_ROUNDS)))
 
 
 def _param_grid(owner: Any) -> list[tuple[Any, ...]]:
@@ -169,6 +177,8 @@ def discover(root: str | os.PathLike[str], pattern: str | None = None) -> list[B
                             number=int(_attr(fn, owner, "number", 0) or 0),
                             rounds=_rounds(_attr(fn, owner, "gate_rounds", DEFAULT_ROUNDS), combo),
                             gated=bool(_attr(fn, None, "gate", True)),
+                            default=bool(_per_param(_attr(fn, owner, "gate_default", True), combo, False)),
+                            threshold=float(_attr(fn, owner, "gate_threshold", 0.0)),
                             owner=owner,
                             method=method,
                             params=tuple(combo),
@@ -332,6 +342,7 @@ def _serve(args: argparse.Namespace, proto: Any) -> int:
             break
         if cmd == "prepare":
             counters: dict[str, float] = {}
+            distributions: dict[str, list[float]] = {}  # a track_ returning a Distribution: every run
             skipped: dict[str, str] = {}
             for name in msg["names"]:
                 b = runner.by_name[name]
@@ -342,6 +353,9 @@ def _serve(args: argparse.Namespace, proto: Any) -> int:
                         if not isinstance(value, (int, float)) or isinstance(value, bool):
                             raise TypeError(f"returned {value!r}, not a number")
                         counters[name] = float(value)
+                        samples = getattr(value, "samples", None)
+                        if samples is not None:
+                            distributions[name] = [float(v) for v in samples]
                         continue
                     if b.kind == "peakmem" and peak_rss_call(lambda: None) is None:
                         skipped[name] = "peak RSS cannot be reset on this platform"
@@ -356,7 +370,16 @@ def _serve(args: argparse.Namespace, proto: Any) -> int:
                     traceback.print_exc()
                     raise BenchmarkError(name, f"{type(exc).__name__}: {exc}") from exc
             numbers = {n: c[1] for n, c in calls.items()}
-            _emit(proto, {"type": "ready", "counters": counters, "skipped": skipped, "numbers": numbers})
+            _emit(
+                proto,
+                {
+                    "type": "ready",
+                    "counters": counters,
+                    "distributions": distributions,
+                    "skipped": skipped,
+                    "numbers": numbers,
+                },
+            )
         elif cmd == "pin":
             # Both workers on the SAME core for the timed rounds: neither gets a quieter core all run long.
             if hasattr(os, "sched_setaffinity"):

@@ -128,6 +128,15 @@ def purged_split(
     if embargo_bars < 0:
         raise MoolaError(f"embargo_bars {embargo_bars}: must be >= 0")
     _, test_idx = _temporal(ds, test_fraction, "purged")
+    test_mask = np.zeros(len(ds), dtype=bool)
+    test_mask[test_idx] = True
+    return _finish(ds, test_mask, _purged_train_mask(ds, test_mask, embargo_bars, bar_ns), "purged")
+
+
+def _purged_train_mask(
+    ds: WindowDataset, test_mask: np.ndarray, embargo_bars: int, bar_ns: int | None
+) -> np.ndarray:
+    """Rows that may train: not test, and no closer than ``embargo_bars`` to a same-source test window."""
     assert ds.bar_start is not None
     n, length = len(ds), ds.X.shape[1]
 
@@ -139,8 +148,6 @@ def purged_split(
         starts = (starts - starts.min()) // unit  # bars since the earliest window
     source = ds.source if ds.source is not None else np.zeros(n, dtype=np.int64)
 
-    test_mask = np.zeros(n, dtype=bool)
-    test_mask[test_idx] = True
     keep = ~test_mask
     # Windows all have length T, so the nearest test start (left or right) decides the gap:
     # gap = |start_i - start_j| - T. One searchsorted per source, vectorized over its windows.
@@ -156,7 +163,7 @@ def purged_split(
         nearest = np.minimum(np.abs(starts[cand] - left), np.abs(starts[cand] - right))
         gap = nearest - length
         keep[cand[gap < embargo_bars]] = False
-    return _finish(ds, test_mask, keep, "purged")
+    return keep
 
 
 def make_split(
@@ -176,6 +183,53 @@ def make_split(
     if kind == "purged":
         return purged_split(ds, test_fraction, embargo_bars, bar_ns)
     raise MoolaError(f"--split {kind}: unknown split; valid: {', '.join(SPLIT_KINDS)}")
+
+
+def kfold_split(
+    ds: WindowDataset,
+    kind: str,
+    k: int,
+    fold: int,
+    seed: int = 0,
+    embargo_bars: int = 105,
+    *,
+    bar_ns: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold ``fold`` of ``k``: the k-fold counterpart of ``make_split`` (every row is held out once per
+    ``seed``), for estimating quality over splits rather than on one.
+
+    ``random``: stratified; each class's shuffled rows are dealt to the folds in turn (``seed`` shuffles).
+    ``temporal`` / ``purged``: the rows in time order cut into k contiguous blocks (blocked k-fold, not
+    only the latest block, so every period is judged); ``purged`` then drops from train the windows within
+    ``embargo_bars`` of a same-source held-out window (purged k-fold, Lopez de Prado 2018). ``seed`` does
+    not move a time-ordered split.
+    """
+    if k < 2 or not 0 <= fold < k:
+        raise MoolaError(f"k-fold split: need k >= 2 and 0 <= fold < k, got k={k}, fold={fold}")
+    n = len(ds)
+    if kind == "random":
+        rng = np.random.Generator(np.random.PCG64(seed))
+        perm = rng.permutation(n)
+        order = perm[np.argsort(ds.y[perm], kind="stable")]
+        counts = np.bincount(ds.y, minlength=ds.n_classes)
+        class_start = np.r_[0, np.cumsum(counts)[:-1]]
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - class_start[ds.y[order]]
+        # A per-class offset spreads the classes' remainders over different folds; a class with one
+        # window stays in train (as in random_split), so no fold holds out a class training never saw.
+        test_mask = ((rank + ds.y * 7 + seed) % k == fold) & (counts[ds.y] >= 2)
+        return _finish(ds, test_mask, np.ones(n, dtype=bool), "random k-fold")
+    if kind not in ("temporal", "purged"):
+        raise MoolaError(f"--split {kind}: unknown split; valid: {', '.join(SPLIT_KINDS)}")
+    order = _time_order(ds, kind)
+    block = np.empty(n, dtype=np.int64)
+    block[order] = np.arange(n) * k // max(n, 1)
+    test_mask = block == fold
+    if kind == "temporal":
+        return _finish(ds, test_mask, np.ones(n, dtype=bool), "temporal k-fold")
+    if embargo_bars < 0:
+        raise MoolaError(f"embargo_bars {embargo_bars}: must be >= 0")
+    return _finish(ds, test_mask, _purged_train_mask(ds, test_mask, embargo_bars, bar_ns), "purged k-fold")
 
 
 def check_split_classes(
