@@ -366,3 +366,32 @@ def test_a_real_gap_in_eval_mode_fails_and_runs_leakage_on_the_recorded_split(co
     names = [r.name for r in found[1:]]
     assert len(names) == 3 and all(n.startswith("leakage/") for n in names) and "leakage/crashed" not in names
     assert all(r.check == "audit" and r.status.value == "PASS" for r in found[1:])  # a clean split
+
+
+# --------------------------------------------------------------------------- quality distribution
+
+
+def test_the_reported_metric_is_placed_in_a_cached_quality_distribution(corpus, monkeypatch):
+    """The estimator's cache is stood in for (training its runs costs minutes); the lookup is called with
+    the run's own recipe and data."""
+    from diagnostics import quality
+    from diagnostics.checks.audit import quality_placement
+
+    ctx = _context(corpus["healthy"])
+    asked = []
+
+    def lookup(dataset, plan, cache=None):
+        asked.append((len(dataset), plan.config.lr, plan.config.seed))
+        runs = [
+            quality.RunQuality(s, 0, 96, 24, 10, 5, 1.0, {"val": {"acc": a}}, (), ())
+            for s, a in enumerate([0.6, 0.62, 0.64, 0.66, 0.7, 0.6, 0.62, 0.64, 0.66, 0.7])
+        ]
+        return quality.QualityEstimate({}, "10 run(s) of jade_compact", "d", "c", 120, runs)
+
+    monkeypatch.setattr(quality, "lookup", lookup)
+    high = quality_placement(ctx, 0.95)
+    assert asked[0] == (120, 1e-3, ctx.record.config["seed"])
+    assert high.status.value == "WARN" and "100th percentile" in high.measured
+    assert quality_placement(ctx, 0.65).status.value == "PASS"
+    monkeypatch.setattr(quality, "lookup", lambda dataset, plan, cache=None: None)
+    assert quality_placement(ctx, 0.65).status.value == "SKIP"

@@ -222,3 +222,12 @@ def test_train_run_wires_the_rules_writes_findings_and_records_the_remeasured_ma
     assert [f["rule"] for f in on_disk] == ["epoch_too_fast"] and on_disk[0]["epoch"] == 1
     machine = json.loads((result.run_dir / "config.json").read_text())["machine"]
     assert machine["remeasured"] is True and machine["epoch_floor_s"] > 1
+
+
+def test_the_overhead_measurement_runs_both_arms_and_times_the_callbacks():
+    from diagnostics.audit.overhead import measure
+
+    m = measure("jade_compact", epochs=3, pairs=2)
+    assert len(m["ratios"]) == len(m["cpu_ratios"]) == 2 and all(r > 0 for r in m["ratios"])
+    assert 0 < m["callbacks_s_per_epoch"] < m["epoch_s"]
+    assert set(m["one_off_s"]) == {"machine_speeds", "fingerprint", "train_eval"}
