@@ -395,3 +395,20 @@ def test_the_reported_metric_is_placed_in_a_cached_quality_distribution(corpus, 
     assert quality_placement(ctx, 0.65).status.value == "PASS"
     monkeypatch.setattr(quality, "lookup", lambda dataset, plan, cache=None: None)
     assert quality_placement(ctx, 0.65).status.value == "SKIP"
+
+
+def test_a_json_lines_log_of_another_trainer_is_read_and_judged(corpus):
+    path = corpus["root"] / "jsonl" / "history.jsonl"
+    path.parent.mkdir()
+    rows = [
+        {"epoch": e, "loss": 0.7 - 0.05 * e, "val_loss": 0.69 - 0.04 * e, "val_accuracy": 0.5 + 0.03 * e}
+        for e in range(1, 9)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result, out = _audit(path.parent, "--model", "jade_compact")
+    assert result.exit_code == 0, result.output
+    found = _by_name(out)
+    assert found["complete"]["values"]["kind"] == "jsonl"
+    assert found["curve/loss_trend"]["status"] == "PASS" and found["curve/overfitting"]["status"] == "PASS"
+    assert found["train_vs_val"]["status"] == "SKIP"  # no train accuracy in this log
+    assert found["params"]["status"] == "SKIP"  # --model without --data: no window count
