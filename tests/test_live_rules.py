@@ -231,3 +231,15 @@ def test_the_overhead_measurement_runs_both_arms_and_times_the_callbacks():
     assert len(m["ratios"]) == len(m["cpu_ratios"]) == 2 and all(r > 0 for r in m["ratios"])
     assert 0 < m["callbacks_s_per_epoch"] < m["epoch_s"]
     assert set(m["one_off_s"]) == {"machine_speeds", "fingerprint", "train_eval"}
+
+
+def test_on_a_terminal_the_display_is_a_progress_bar(tmp_path):
+    buf = io.StringIO()
+    display = EpochDisplay(Console(file=buf, force_terminal=True, width=160), "jade_compact", 2)
+    state = SimpleNamespace(history=[], model=None)
+    display.on_train_start(state)
+    for e in (1, 2):
+        state.history.append(_row(e, 0.7, 0.69, t=0.01, val_acc=0.5, val_macro_f1=0.4))
+        display.on_epoch_end(state)
+    display.stop()
+    assert display.progress is not None and "2/2" in buf.getvalue() and "epoch 1/2" not in buf.getvalue()
