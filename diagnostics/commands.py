@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnostics.registry import CHECK_ORDER, get_check, require_known
+from diagnostics.registry import CHECK_ORDER, cancel_prefetch, get_check, require_known, start_prefetch
 from diagnostics.render import discard_partial_reports, write_reports
 from diagnostics.result import CheckResult, Status
 from moola.errors import Interrupted, MoolaError, where_raised
@@ -175,8 +175,11 @@ def run(
         ctx.thresholds = replace(ctx.thresholds, stability_runs=int(options.runs))
     results: list[CheckResult] = []
     try:
+        if len(names) > 1:  # work of a later check that can run beside the earlier ones starts now
+            start_prefetch(names, ctx)
         run_checks(ctx, names, debug=options.debug, results=results, progress=progress)
     except KeyboardInterrupt as interrupt:
+        cancel_prefetch(ctx)
         raise _interrupted(ctx, names, results, options, start, interrupt) from None
     meta = build_meta(ctx, names, elapsed_s=time.perf_counter() - start)
     written = write_reports(results, meta, options.report_dir, options.json_path)

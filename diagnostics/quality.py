@@ -397,11 +397,15 @@ def data_fingerprint(ds: WindowDataset) -> str:
 
 @functools.lru_cache(maxsize=1)
 def code_revision() -> str:
-    """sha256 of the code a run executes (moola's sources and this module): a dirty tree counts too."""
+    """sha256 of the code a run executes (moola's sources and this module; a dirty tree counts too) and
+    of the environment that computes it (torch, numpy, Python, CPU architecture)."""
+    import platform
+
     import torch
 
     root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(f"{CACHE_VERSION} torch {torch.__version__}".encode())
+    env = f"{CACHE_VERSION} torch {torch.__version__} numpy {np.__version__} {platform.python_version()}"
+    h = hashlib.sha256(f"{env} {platform.machine()}".encode())
     for path in sorted([*(root / "moola").rglob("*.py"), Path(__file__).resolve()]):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
@@ -497,12 +501,24 @@ def jobs_for(plan: Plan, feats: WindowDataset, holdout: WindowDataset | None = N
     return jobs
 
 
-def _local_pool(workers: int) -> Executor:
+def local_pool(workers: int) -> Executor:
+    """The default executor: ``workers`` spawned processes (not forked: a fork of a process whose OpenMP
+    pool is running can deadlock). Scripts that use it need the ``if __name__ == "__main__":`` guard."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # Spawned, not forked: a fork of a process whose OpenMP pool is running can deadlock.
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def terminate_pool(pool: Executor) -> None:
+    """Stop a local pool now: cancel what has not started and kill the runs in flight."""
+    import psutil
+
+    processes = list(getattr(pool, "_processes", {}).values())  # ProcessPoolExecutor's own workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        with contextlib.suppress(psutil.Error, OSError, ValueError):
+            psutil.Process(proc.pid).kill()
 
 
 def default_workers() -> int:
@@ -552,7 +568,7 @@ def estimate(
             results: Iterable[RunQuality] = map(train_and_score, (jobs[i] for i in todo))
             own = None
         else:
-            own = None if executor is not None else _local_pool(n_workers)
+            own = None if executor is not None else local_pool(n_workers)
             pool = executor or own
             assert pool is not None
             results = pool.map(train_and_score, [jobs[i] for i in todo])

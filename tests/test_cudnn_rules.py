@@ -17,6 +17,7 @@ from torch import nn
 from diagnostics.commands import run_checks
 from diagnostics.context import DiagContext, Thresholds
 from diagnostics.registry import CHECK_ORDER
+from moola.config import TrainConfig
 from moola.data.splits import make_split
 from moola.data.synthetic import generate
 from moola.models import get_model
@@ -53,8 +54,10 @@ def test_the_probe_sees_an_eval_mode_backward():
 def test_no_check_backpropagates_through_an_rnn_in_eval_mode():
     ds = generate(64, seed=3)
     train, test = make_split(ds, "random")
-    th = dataclasses.replace(Thresholds(), sanity_epochs=2, overfit_steps=5)
-    ctx = DiagContext(ds, train, test, device="cpu", thresholds=th)
+    th = dataclasses.replace(Thresholds(), sanity_epochs=2, overfit_steps=5, stability_runs=2)
+    # workers=1: the stability runs train in this process, where the hook can see them.
+    config = TrainConfig(n_epochs=2)
+    ctx = DiagContext(ds, train, test, device="cpu", thresholds=th, config=config, workers=1)
     assert any(isinstance(m, nn.RNNBase) for m in get_model(ctx.model_name, 11).modules())
     with eval_mode_rnn_backwards() as found:
         run_checks(ctx, CHECK_ORDER, debug=True)

@@ -22,30 +22,78 @@ from diagnostics.result import CheckResult, Status, skip
 
 if TYPE_CHECKING:
     from diagnostics.context import DiagContext
-    from diagnostics.quality import MetricSummary, QualityEstimate
+    from diagnostics.quality import MetricSummary, Plan, QualityEstimate
 
 CHECK = "stability"
 
 
-def quality_estimate(ctx: DiagContext) -> QualityEstimate:
-    """The context's quality distribution (memoized: the audit and sanity read the same one)."""
+def _plan(ctx: DiagContext) -> Plan:
     from dataclasses import replace
 
     from diagnostics import quality
 
-    def compute() -> QualityEstimate:
-        config = replace(
-            ctx.config,
-            model=ctx.model_name,
-            # Every registered model has a pointer head: judge it whenever the data has pointers.
-            predict_pointers=ctx.dataset.pointers is not None,
-        )
-        split = ctx.split_kind if ctx.split_kind in ("random", "temporal", "purged") else None
-        runs = int(ctx.thresholds.stability_runs)
-        plan = quality.default_plan(ctx.dataset, config, runs, split, first_seed=int(ctx.config.seed))
-        return quality.estimate(ctx.dataset, plan, executor=ctx.executor, workers=ctx.workers)
+    config = replace(
+        ctx.config,
+        model=ctx.model_name,
+        # Every registered model has a pointer head: judge it whenever the data has pointers.
+        predict_pointers=ctx.dataset.pointers is not None,
+    )
+    split = ctx.split_kind if ctx.split_kind in ("random", "temporal", "purged") else None
+    runs = int(ctx.thresholds.stability_runs)
+    return quality.default_plan(ctx.dataset, config, runs, split, first_seed=int(ctx.config.seed))
 
-    return ctx.memo("quality", compute)
+
+def quality_estimate(ctx: DiagContext) -> QualityEstimate:
+    """The context's quality distribution (memoized: the audit and sanity read the same one); started in
+    the background by ``prefetch`` in check-all, computed here otherwise."""
+    from diagnostics import quality
+
+    pending = ctx.cache.get("quality_pending")
+    if pending is not None:
+        return ctx.memo("quality", pending.result)
+    return ctx.memo(
+        "quality",
+        lambda: quality.estimate(ctx.dataset, _plan(ctx), executor=ctx.executor, workers=ctx.workers),
+    )
+
+
+def prefetch(ctx: DiagContext) -> None:
+    """Train the runs in a process pool while the checks before this one run (both cores busy)."""
+    import threading
+    from concurrent.futures import Future
+
+    from diagnostics import quality
+
+    if "quality" in ctx.cache or "quality_pending" in ctx.cache:
+        return
+    plan = _plan(ctx)  # a bad plan is a user error: raise it here, on the main thread
+    workers = min(ctx.workers or quality.default_workers(), len(plan.seeds))
+    pool = ctx.executor
+    if pool is None and workers > 1:
+        pool = ctx.cache["quality_pool"] = quality.local_pool(workers)
+    pending: Future[QualityEstimate] = Future()
+
+    def work() -> None:
+        try:
+            pending.set_result(quality.estimate(ctx.dataset, plan, executor=pool, workers=workers))
+        except BaseException as exc:  # handed to the main thread, which raises it in the check
+            pending.set_exception(exc)
+        finally:
+            own = ctx.cache.pop("quality_pool", None)
+            if own is not None:
+                own.shutdown(wait=False)
+
+    ctx.cache["quality_pending"] = pending
+    threading.Thread(target=work, name="moola-quality", daemon=True).start()
+
+
+def cancel(ctx: DiagContext) -> None:
+    """Interrupted: stop the pool's processes now rather than after their current run."""
+    from diagnostics import quality
+
+    pool = ctx.cache.pop("quality_pool", None)
+    if pool is not None:
+        quality.terminate_pool(pool)
 
 
 def _gain_status(gain: MetricSummary, spread: float, min_gain: float = 0.0) -> Status:
@@ -196,7 +244,7 @@ def label_noise(est: QualityEstimate, ctx: DiagContext) -> CheckResult:
     )
 
 
-@register(CHECK)
+@register(CHECK, prefetch=prefetch, cancel=cancel)
 def check_stability(ctx: DiagContext) -> list[CheckResult]:
     est = quality_estimate(ctx)
     th = ctx.thresholds

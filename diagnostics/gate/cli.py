@@ -163,6 +163,14 @@ def gate_command(
             " Holm-adjusted).",
         ),
     ] = 0.05,
+    quality_alpha: Annotated[
+        float,
+        typer.Option(
+            "--quality-alpha",
+            help="Family-wise significance level over the quality benchmarks (base and head as two"
+            " independent samples of fresh-seed runs; one-sided Welch, Holm-adjusted).",
+        ),
+    ] = 0.02,
     markdown: Annotated[
         Path | None,
         typer.Option(
@@ -179,7 +187,7 @@ def gate_command(
 ) -> None:
     """Pre-merge benchmark gate: every benchmark in benchmarks/, base vs head, interleaved in subprocesses.
 
-    Exit 0: no regression; 1: a significant slowdown beyond the benchmark's factor, or a counter (parameters, FLOPs, bytes allocated, peak live bytes, ...) beyond its tolerance and not accepted in benchmarks/accepted.json; 2: bad revision/option, a --bench that selects nothing, a malformed acceptance file, or it could not measure (a crashing benchmark never passes). `gate bisect --good REV --bad REV` names the first commit that regresses.
+    Exit 0: no regression; 1: a significant slowdown beyond the benchmark's factor, a significant drop in a quality benchmark's distribution beyond its threshold, or a counter (parameters, FLOPs, bytes allocated, peak live bytes, ...) beyond its tolerance and not accepted in benchmarks/accepted.json; 2: bad revision/option, a --bench that selects nothing, a malformed acceptance file, or it could not measure (a crashing benchmark never passes). `gate bisect --good REV --bad REV` names the first commit that regresses.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -198,6 +206,7 @@ def gate_command(
         "processes": processes,
         "burn_in": burn_in,
         "alpha": alpha,
+        "quality_alpha": quality_alpha,
     }
     if action == "bisect":
         from diagnostics.gate.find import run as bisect_run

@@ -13,6 +13,13 @@ not ignored: the snapshot you are about to merge), commits it as ``base``, then 
                easiest slowdown to detect: it leaves the CPU to the other side);
 * ``hidden`` -- jade_compact registered with twice its hidden size (checked once with ``--check-hidden``).
 
+``--family quality`` measures the quality gate instead: the ``slow`` head flips ``--flip`` of the training
+labels (a seeded share, drawn per run), a drop of known size in trained accuracy at no cost in time; the
+``identical`` heads are pull requests that only change how random numbers are drawn (the init/dropout
+seed, the shuffle/augmentation generator's seed, the k-fold permutation; one per trial in turn), which
+a gate must call a reseed, not a regression. Every trial draws fresh seeds
+(``MOOLA_BENCH_QUALITY_SEED``), so no trial reuses another's runs.
+
 and runs the gate ``--trials`` times on base..slow over the family's benchmark (a detection = exit 1
 with that timing named) and ``--trials`` times on base..base over ``--identical-bench`` (default: the
 WHOLE suite; a false alarm = exit 1), alternating the two so both see the same machine conditions.
@@ -182,6 +189,60 @@ def patch_family(family: str, fraction: float, mode: str = "spin") -> Callable[[
     return patch_slow_call(relpath, target, fraction, mode)
 
 
+def _replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if text.count(old) < 1:
+        raise RuntimeError(f"quality patch: {path.name} no longer contains {old.strip()!r}")
+    path.write_text(text.replace(old, new))
+
+
+def patch_label_flip(fraction: float) -> Callable[[Path], None]:
+    """Train on labels of which a seeded ``fraction`` is flipped to another class (a data bug of known
+    size: accuracy drops, epoch time does not move)."""
+    if not 0 < fraction < 0.5:
+        raise MoolaError(f"--flip must be in (0, 0.5) (got {fraction})")
+
+    def patch(repo: Path) -> None:
+        _replace_once(
+            repo / "moola" / "train" / "trainer.py",
+            "    torch.manual_seed(seed)  # dropout draws from the global RNG\n",
+            "    torch.manual_seed(seed)  # dropout draws from the global RNG\n"
+            "    _flip_g = torch.Generator().manual_seed(seed + 7919)  # gate trial: mislabelled rows\n"
+            f"    _flip = (torch.rand(n, generator=_flip_g) < {fraction!r}).to(train.y.device)\n"
+            "    _n_cls = max(int(train.y.max().item()) + 1, 2)\n"
+            "    train = _Tensors(train.X, torch.where(_flip, (train.y + 1) % _n_cls, train.y), train.pointers,"
+            " train.pointer_bars)\n",
+        )
+
+    return patch
+
+
+# Pull requests that only change how random numbers are drawn: the trained-model distribution is the
+# same, each seed's draw is not (Jordan 2023: a reseed).
+RESEEDS: dict[str, tuple[str, str, str]] = {
+    "init-seed": (
+        "moola/train/trainer.py",
+        "    torch.manual_seed(seed)  # dropout draws from the global RNG\n",
+        "    torch.manual_seed(seed + 1)  # dropout draws from the global RNG\n",
+    ),
+    "shuffle-seed": (
+        "moola/train/trainer.py",
+        "    gen.manual_seed(seed)\n",
+        "    gen.manual_seed(seed ^ 0x5EED)\n",
+    ),
+    "fold-permutation": (
+        "moola/data/splits.py",
+        "rng = np.random.Generator(np.random.PCG64(seed))",
+        "rng = np.random.Generator(np.random.Philox(seed))",
+    ),
+}
+
+
+def patch_reseed(kind: str) -> Callable[[Path], None]:
+    relpath, old, new = RESEEDS[kind]
+    return lambda repo: _replace_once(repo / relpath, old, new)
+
+
 def patch_double_hidden(model: str = "jade_compact") -> Callable[[Path], None]:
     """Register ``model`` with twice its default hidden size (more parameters, FLOPs and bytes)."""
 
@@ -217,6 +278,7 @@ def measure(
     rounds: int | None = None,
     alpha: float = 0.05,
     check_hidden: bool = False,
+    flip: float = 0.12,
     out: str | None = "reports/gate-sensitivity.json",
     repo: str | None = None,
     gate_options: dict[str, Any] | None = None,
@@ -227,8 +289,11 @@ def measure(
         raise MoolaError(f"--inject must be sleep or spin (got {inject!r})")
     if trials < 0 or not 0 < slowdown < 10:
         raise MoolaError("--trials must be >= 0 and --slowdown in (0, 10)")
-    patch = patch_family(family, slowdown, inject)
-    bench = bench or FAMILIES[family][2]
+    quality = family == "quality"
+    patch = patch_label_flip(flip) if quality else patch_family(family, slowdown, inject)
+    bench = bench or (QUALITY_BENCH if quality else FAMILIES[family][2])
+    if quality and identical_bench is None:
+        identical_bench = QUALITY_BENCH
     src = repo_root(repo)
     settings = {
         "family": family,
@@ -241,6 +306,7 @@ def measure(
         "pin": pin,
         "rounds": rounds,
         "alpha": alpha,
+        "flip": flip if quality else None,
     }
     results: dict[str, Any] = {"settings": settings, "slow": [], "identical": [], "hidden": None}
     neighbour = _busy_neighbour() if busy else None
@@ -248,14 +314,32 @@ def measure(
         with tempfile.TemporaryDirectory(prefix="moola-gate-trials-") as tmp:
             trial_repo = Path(tmp) / "repo"
             base = snapshot_repo(src, trial_repo)
-            slow = commit_variant(
-                trial_repo, base, "slow", patch, f"{inject} {slowdown:.0%} more in {family}"
+            what = (
+                f"flip {flip:.0%} of training labels"
+                if quality
+                else f"{inject} {slowdown:.0%} more in {family}"
             )
+            slow = commit_variant(trial_repo, base, "slow", patch, what)
             results["variant_diff"] = _git(trial_repo, "diff", base, slow)
-            progress(f"trial repo {trial_repo}: base {base[:10]}, slow {slow[:10]} ({inject}, {family})")
+            progress(f"trial repo {trial_repo}: base {base[:10]}, slow {slow[:10]} ({what})")
+            reseeds = (
+                {
+                    k: commit_variant(trial_repo, base, f"reseed-{k}", patch_reseed(k), f"reseed: {k}")
+                    for k in RESEEDS
+                }
+                if quality
+                else {}
+            )
 
-            def gate(head: str, selection: str | None) -> dict[str, Any]:
+            def gate(head: str, selection: str | None, trial: int = 0) -> dict[str, Any]:
                 t0 = time.perf_counter()
+                options = dict(gate_options or {})
+                if quality:  # fresh seeds every trial, the same block for both sides
+                    env = {
+                        **options.pop("worker_env", {}).get("*", {}),
+                        "MOOLA_BENCH_QUALITY_SEED": str(1000 * (trial + 1)),
+                    }
+                    options["worker_env"] = {"*": env}
                 report = run(
                     base,
                     head,
@@ -264,7 +348,7 @@ def measure(
                     alpha=alpha,
                     repo=trial_repo,
                     pin_cpu=pin,
-                    **(gate_options or {}),
+                    **options,
                 )
                 res = report.to_dict()
                 res["seconds"] = time.perf_counter() - t0
@@ -277,14 +361,20 @@ def measure(
                 progress(f"hidden x2: exit {r['exit_code']}; regressions: {r['regressions']}")
 
             for i in range(trials):
-                for kind, head, selection in (("slow", slow, bench), ("identical", base, identical_bench)):
-                    r = gate(head, selection)
+                identical = list(reseeds.values())[i % len(reseeds)] if reseeds else base
+                for kind, head, selection in (
+                    ("slow", slow, bench),
+                    ("identical", identical, identical_bench),
+                ):
+                    r = gate(head, selection, i)
+                    r["head_variant"] = (
+                        "slow" if head == slow else next((k for k, v in reseeds.items() if v == head), "base")
+                    )
                     results[kind].append(r)
-                    worst = max(r["timings"], key=lambda t: t["ratio"], default={})
+                    if out:  # every finished trial is on disk: a long measurement cut short keeps them
+                        atomic_write_json(out, results)
                     progress(
-                        f"trial {i + 1:2d} {kind:9s}: exit {r['exit_code']}  max ratio"
-                        f" {worst.get('ratio', float('nan')):.3f} ({worst.get('name', '-')})"
-                        f"  p {worst.get('p_slower', float('nan')):.2g}  {r['seconds']:.1f} s"
+                        f"trial {i + 1:2d} {kind:9s}: exit {r['exit_code']}  {_worst_line(r)}  {r['seconds']:.1f} s"
                     )
     finally:
         if neighbour is not None:
@@ -292,10 +382,12 @@ def measure(
             neighbour.wait()
 
     def detected(r: dict[str, Any]) -> bool:
-        return r["exit_code"] == 1 and any(t["verdict"] == "regression" for t in r["timings"])
+        rows = r["quality"] if quality else r["timings"]
+        return r["exit_code"] == 1 and any(t["verdict"] == "regression" for t in rows)
 
     seconds = [r["seconds"] for r in results["slow"] + results["identical"]]
     slow_ratios = [max(t["ratio"] for t in r["timings"]) for r in results["slow"] if r["timings"]]
+    drops = [q["drop"] for r in results["slow"] for q in r.get("quality", []) if "accuracy" in q["name"]]
     results["summary"] = {
         "detections": sum(detected(r) for r in results["slow"]),
         "false_alarms": sum(r["exit_code"] == 1 for r in results["identical"]),
@@ -304,6 +396,7 @@ def measure(
         "seconds_per_gate_median": statistics.median(seconds) if seconds else None,
         "seconds_per_gate_max": max(seconds) if seconds else None,
         "slow_ratio_median": statistics.median(slow_ratios) if slow_ratios else None,
+        "injected_accuracy_drop_mean": statistics.fmean(drops) if drops else None,
         "identical_seconds_median": statistics.median(r["seconds"] for r in results["identical"])
         if results["identical"]
         else None,
@@ -313,8 +406,24 @@ def measure(
     return results
 
 
+def _worst_line(r: dict[str, Any]) -> str:
+    """The trial's most telling number: the largest timing ratio, or the quality drop with its p."""
+    if r.get("quality"):
+        q = max(r["quality"], key=lambda q: q["drop"] / max(abs(q["base"]["mean"]), 1e-12))
+        p = q["p_adjusted"] if q.get("p_adjusted") is not None else q["p_worse"]
+        return f"worst drop {q['drop']:+.4f} ({q['name']})  p {p:.2g}"
+    worst = max(r["timings"], key=lambda t: t["ratio"], default={})
+    return (
+        f"max ratio {worst.get('ratio', float('nan')):.3f} ({worst.get('name', '-')})"
+        f"  p {worst.get('p_slower', float('nan')):.2g}"
+    )
+
+
+QUALITY_BENCH = r"Quality\..*\(jade_compact\)"
+
+
 def sensitivity_command(
-    family: Annotated[str, typer.Option("--family", help="train, load or forward.")] = "train",
+    family: Annotated[str, typer.Option("--family", help="train, load, forward or quality.")] = "train",
     trials: Annotated[
         int, typer.Option("--trials", help="Trials of each kind (slow head, identical head).")
     ] = 20,
@@ -338,6 +447,9 @@ def sensitivity_command(
     check_hidden: Annotated[
         bool, typer.Option("--check-hidden", help="Also one base..hidden-x2 gate.")
     ] = False,
+    flip: Annotated[
+        float, typer.Option("--flip", help="quality: share of training labels the slow head flips.")
+    ] = 0.12,
     out: Annotated[
         str, typer.Option("--out", help="JSON with every trial.")
     ] = "reports/gate-sensitivity.json",
@@ -358,14 +470,21 @@ def sensitivity_command(
         rounds=rounds,
         alpha=alpha,
         check_hidden=check_hidden,
+        flip=flip,
         out=out,
         repo=repo,
     )
     s = res["summary"]
+    injected = (
+        f"label flips of {flip:.0%} (mean accuracy drop {s['injected_accuracy_drop_mean'] or 0:.4f})"
+        if family == "quality"
+        else f"{slowdown:.0%} ({inject}) slowdowns"
+    )
+    identical = "reseeding revisions" if family == "quality" else "identical revisions"
     print(
-        f"{family}: detected {s['detections']}/{trials} injected {slowdown:.0%} ({inject}) slowdowns;"
-        f" {s['false_alarms']}/{trials} false alarms on identical revisions"
-        f" ({identical_bench or 'whole suite'}); {s['errors']} errors;"
+        f"{family}: detected {s['detections']}/{trials} injected {injected};"
+        f" {s['false_alarms']}/{trials} false alarms on {identical}"
+        f" ({identical_bench or res['settings']['identical_bench']}); {s['errors']} errors;"
         f" {s['seconds_per_gate_median'] or 0:.1f} s per gate run (max {s['seconds_per_gate_max'] or 0:.1f} s)"
         f"{' with a busy neighbour' if busy else ''} -> {out}"
     )
