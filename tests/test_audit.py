@@ -412,3 +412,19 @@ def test_a_json_lines_log_of_another_trainer_is_read_and_judged(corpus):
     assert found["curve/loss_trend"]["status"] == "PASS" and found["curve/overfitting"]["status"] == "PASS"
     assert found["train_vs_val"]["status"] == "SKIP"  # no train accuracy in this log
     assert found["params"]["status"] == "SKIP"  # --model without --data: no window count
+
+
+def test_quality_placement_reads_the_estimators_own_cache_for_the_runs_recipe(corpus, tmp_path, monkeypatch):
+    """End to end on a 1-epoch recipe (5 runs, ~2 s): estimate once, then the audit finds it."""
+    from diagnostics import quality
+    from diagnostics.checks.audit import quality_placement
+    from moola.config import TrainConfig
+
+    monkeypatch.setenv(quality.CACHE_ENV, str(tmp_path / "cache"))
+    ctx = _context(corpus["one_epoch"])
+    assert quality_placement(ctx, 0.6).status.value == "SKIP"  # nothing cached yet
+    recipe = TrainConfig.from_dict(ctx.record.config)
+    plan = quality.default_plan(ctx.replay.dataset, recipe, ctx.thresholds.stability_runs, recipe.split, 0)
+    est = quality.estimate(ctx.replay.dataset, plan, workers=1)
+    found = quality_placement(ctx, est.summary("acc").mean)
+    assert found.status.value == "PASS" and f"of {len(plan.seeds)} runs" in found.measured

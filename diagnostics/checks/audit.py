@@ -376,15 +376,18 @@ def quality_placement(ctx: AuditContext, reported: float | None) -> CheckResult:
     if ds is None or ctx.record.config is None or not finite(reported):
         return skip(CHECK, "quality", "needs the run's recipe, its data and a reported val_acc")
     config = TrainConfig.from_dict(ctx.record.config)
-    # The recipe as trained, and as `moola-diag stability` spells it (pointer head on when the data has pointers).
-    recipes = [config, replace(config, predict_pointers=ds.pointers is not None)]
+    # The recipe as trained, and as `moola-diag stability` spells it (pointer head on when the data has
+    # pointers); its seeds from the run's seed, or from moola-diag's default --seed 0.
+    runs = ctx.thresholds.stability_runs
+    candidates = [
+        (recipe, first_seed)
+        for recipe in (config, replace(config, predict_pointers=ds.pointers is not None))
+        for first_seed in dict.fromkeys((config.seed, 0))
+    ]
     est = None
     try:
-        for recipe in recipes:
-            plan = default_plan(
-                ds, recipe, ctx.thresholds.stability_runs, recipe.split, first_seed=recipe.seed
-            )
-            est = lookup(ds, plan)
+        for recipe, first_seed in candidates:
+            est = lookup(ds, default_plan(ds, recipe, runs, recipe.split, first_seed=first_seed))
             if est is not None:
                 break
     except Exception as exc:  # the estimator's cache is its own business: say why and go on
