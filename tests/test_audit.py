@@ -31,6 +31,12 @@ def _train(data: Path, out: Path, *args: str) -> Path:
     return run_dir
 
 
+@pytest.fixture(autouse=True)
+def _no_quality_cache(monkeypatch):
+    """Hermetic: the audit's quality lookup must not read this machine's cache (tests that want one set it)."""
+    monkeypatch.setenv("MOOLA_QUALITY_CACHE", "off")
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit")
