@@ -73,6 +73,8 @@ def epoch_time(ctx: AuditContext) -> CheckResult:
         f"sequential {format_seconds(bound.latency_part)}) for {n_train} windows at batch {batch}",
         f"speeds recorded on the training machine ({where}): {rec.machine['matmul_flops_per_s'] / 1e9:.1f} "
         f"GFLOP/s matmul, LSTM step {rec.machine.get('lstm_step_s')}",
+        f"speeds measured under load average {rec.machine.get('load_avg_1m')} on {rec.machine.get('cpus')} CPUs"
+        + (" (then re-measured by the live rules)" if rec.machine.get("remeasured") else ""),
         *(f"epoch {e}: {format_seconds(t)} ({t / bound.seconds:.2f}x the bound)" for e, t in fast[:8]),
     )
     values = {

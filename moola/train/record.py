@@ -83,9 +83,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_matmul_flops(device: torch.device, size: int | None = None, repeats: int = 5) -> float:
-    """Peak float32 matmul FLOP/s: burn-in, then the best of ``repeats`` timings (a floor must never be
-    too high, and a neighbour's burst only ever makes a timing slower). ~20-60 ms on a 2-core CPU."""
+def measure_matmul_flops(device: torch.device, size: int | None = None, repeats: int = 12) -> float:
+    """Peak float32 matmul FLOP/s: burn-in, then the best of ``repeats`` short timings (a floor must never
+    be too high, and a neighbour only ever makes a timing slower: many timings shorter than a scheduler
+    slice give the best one a chance to run undisturbed). ~50 ms on a 2-core CPU."""
     n = int(size or (4096 if device.type == "cuda" else 512))
     flops = 2.0 * n**3
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -94,7 +95,7 @@ def measure_matmul_flops(device: torch.device, size: int | None = None, repeats:
         for _ in range(2):
             torch.mm(a, b, out=out)
         _sync(device)
-        k = max(2, int((5e8 if device.type == "cpu" else 2e12) // flops))
+        k = max(1, int((2e8 if device.type == "cpu" else 2e12) // flops))
         best = 0.0
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -105,7 +106,7 @@ def measure_matmul_flops(device: torch.device, size: int | None = None, repeats:
     return best
 
 
-def measure_lstm_step_s(device: torch.device, lstm: nn.LSTM, batch: int, repeats: int = 5) -> float:
+def measure_lstm_step_s(device: torch.device, lstm: nn.LSTM, batch: int, repeats: int = 9) -> float:
     """Seconds per time step of an LSTM of this shape at this batch: the marginal cost of extra steps
     (t(36) - t(4)) / 32, each the minimum over interleaved repeats, so per-call overhead is left out."""
     short, long_ = 4, 36
@@ -133,6 +134,13 @@ def measure_lstm_step_s(device: torch.device, lstm: nn.LSTM, batch: int, repeats
     return max(0.0, (best[long_] - best[short]) / (long_ - short))
 
 
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
 def _lstms(model: nn.Module) -> list[tuple[str, nn.LSTM]]:
     return [(name or "lstm", m) for name, m in model.named_modules() if isinstance(m, nn.LSTM)]
 
@@ -149,6 +157,8 @@ def measure_machine(model: nn.Module, device: torch.device, batch: int) -> dict[
         "lstm_step_s": lstm,
         "lstm_step_batch": int(batch),
         "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": _load(),
         "measure_s": time.perf_counter() - t0,
     }
 
