@@ -426,7 +426,7 @@ def test_quality_placement_reads_the_estimators_own_cache_for_the_runs_recipe(co
     from diagnostics.checks.audit import quality_placement
     from moola.config import TrainConfig
 
-    monkeypatch.setenv(quality.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("MOOLA_QUALITY_CACHE", str(tmp_path / "cache"))
     ctx = _context(corpus["one_epoch"])
     assert quality_placement(ctx, 0.6).status.value == "SKIP"  # nothing cached yet
     recipe = TrainConfig.from_dict(ctx.record.config)
