@@ -237,6 +237,44 @@ app.command(
 for _name in CHECK_ORDER:
     app.command(_name, help=CHECK_HELP[_name])(_make_command((_name,)))
 
+
+@app.command("audit")
+def audit_command(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A run directory of `moola train`, or a foreign run's "
+            "metrics.csv (Lightning/Keras CSVLogger) or JSON-lines file."
+        ),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="The data the run trained on (default: the path it recorded).", dir_okay=False
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    json_path: JsonOpt = None,
+    report_dir: ReportDirOpt = Path("reports/audit"),
+    debug: DebugOpt = False,
+) -> None:
+    """Audit a finished or cut-short run: reproduce its metrics from model.pt, data changes, train vs
+    validation, selection optimism, epoch times and memory vs physics, ratio, config, curve health."""
+    set_debug(state.debug or debug)
+    from rich.console import Console
+
+    from diagnostics.audit.run import run_audit
+    from diagnostics.render import print_report
+
+    outcome = run_audit(run_dir, data=data, model=model, report_dir=report_dir, json_path=json_path)
+    console = Console(width=None if Console().is_terminal else 160)
+    print_report(outcome.results, outcome.meta, console)
+    for path in outcome.written:
+        console.print(f"wrote {path}")
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+
+
 # A broken gate install must fail loudly here, not silently drop the command.
 app.command("gate")(gate_command)
 

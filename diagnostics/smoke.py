@@ -7,6 +7,8 @@ with its own timeout, so a hang or a CUDA crash costs that step only and the res
   check_all        moola-diag check-all --device cuda on the embedded set (default model)
   train            the reference command: python -m moola.cli train --model jade_compact --device cuda
                    --predict-pointers --n-epochs 60, timed
+  audit            moola-diag audit of that run: its epoch times against the bound from the speeds it
+                   recorded, its recorded torch peak memory against the analytic footprint, and the rest
   bound            the physical lower bound of that training's epoch on this GPU (diagnostics.physics, the
                    function the sanity check uses)
   burst            a training burst of the gpu check's model, NVML sampled every 20 ms, the CUDA context
@@ -187,6 +189,13 @@ def plan(python: str, report_dir: Path, repo: Path = REPO, device: str = "cuda")
             [python, "-m", "moola.cli", "train", *train_args, "--out-dir", rel(work / "runs")],
             150,
             out=rel(work / "runs"),
+        ),
+        Step(
+            "audit",
+            "moola-diag audit of the reference run",
+            inner("audit"),
+            90,
+            out=rel(work / "audit.json"),
         ),
         Step(
             "bound",
@@ -782,9 +791,35 @@ def inner_asv_gpu(device: str = "cuda", repo: Path = REPO) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def inner_audit(runs: Path, report_dir: Path) -> dict[str, Any]:
+    """``moola-diag audit`` of the newest run under ``runs`` (the reference training's), reports beside."""
+    from diagnostics.audit.run import run_audit
+
+    summaries = sorted(runs.glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
+    if not summaries:
+        raise ValueError(f"no run directory with summary.json under {runs}")
+    outcome = run_audit(summaries[-1].parent, report_dir=report_dir)
+    keep_values = ("epoch_time", "memory", "reproduce")
+    return {
+        "run_dir": str(summaries[-1].parent),
+        "verdict": max((r.status for r in outcome.results), key=lambda x: x.severity).value,
+        "results": [
+            {
+                "check": r.check,
+                "name": r.name,
+                "status": r.status.value,
+                "measured": r.measured,
+                **({"values": r.to_dict()["values"]} if r.name in keep_values else {}),
+            }
+            for r in outcome.results
+        ],
+    }
+
+
 INNER: dict[str, Callable[..., dict[str, Any]]] = {
     "versions": inner_versions,
     "bound": inner_bound,
+    "audit": inner_audit,
     "burst": inner_burst,
     "asv_gpu": inner_asv_gpu,
 }
@@ -793,7 +828,10 @@ INNER: dict[str, Callable[..., dict[str, Any]]] = {
 def _run_inner(name: str, out: Path, device: str, steps: int) -> int:
     from moola.io import atomic_write_json
 
-    data = inner_burst(device, steps) if name == "burst" else INNER[name](device)
+    if name == "audit":  # the reference run lies beside this step's output (see ``plan``)
+        data = inner_audit(out.parent / "runs", out.parent / "audit")
+    else:
+        data = inner_burst(device, steps) if name == "burst" else INNER[name](device)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, data)
     print(

@@ -165,6 +165,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             ("measured / bound", f"{ref['ratio']:.1f}x" if "ratio" in ref else "n/a"),
             ("floor for the epochs run", _sec(ref.get("bound_total_s"))),
             ("floor for 60 epochs", _sec(ref.get("bound_60_s"))),
+            ("audit of that run: epoch_time", _verdict_of(steps.get("audit"), "audit", "epoch_time")),
+            ("audit of that run: memory", _verdict_of(steps.get("audit"), "audit", "memory")),
             ("validation accuracy (best epoch)", train.get("val_acc", "n/a")),
         ],
     )
@@ -284,6 +286,8 @@ def readme_table(report: dict[str, Any]) -> list[str]:
             + (f" ({ref['ratio']:.1f}x)" if "ratio" in ref else ""),
         ),
         ("floor for 60 epochs", _sec(ref.get("bound_60_s"))),
+        ("audit of that run: epoch_time", _verdict_of(steps.get("audit"), "audit", "epoch_time")),
+        ("audit of that run: memory", _verdict_of(steps.get("audit"), "audit", "memory")),
         ("CUDA context (NVML)", _mib(burst.get("context_bytes"))),
         (
             "burst torch peak / footprint+data",
