@@ -157,5 +157,14 @@ def _curves(history: list[dict[str, Any]]) -> dict[str, list[float]]:
     """The per-epoch train/val loss and accuracy of one run (small, JSON-safe; missing values dropped)."""
     from diagnostics.result import plot_data
 
-    keys = ("train_loss", "val_loss", "train_acc", "val_acc")
-    return {k: plot_data([row[k] for row in history if row.get(k) is not None], ordered=True) for k in keys}
+    # The trainer's running figures (augmented batches, dropout on) under the curve names the report draws.
+    keys = {
+        "train_loss": "train_loss_running",
+        "val_loss": "val_loss",
+        "train_acc": "train_acc_running",
+        "val_acc": "val_acc",
+    }
+    return {
+        name: plot_data([row[k] for row in history if row.get(k) is not None], ordered=True)
+        for name, k in keys.items()
+    }
