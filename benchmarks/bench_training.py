@@ -49,9 +49,9 @@ class TrainEpoch:
     def peakmem_epoch(self, model: str) -> None:
         self.p.epoch(self.model)
 
-    # asv keeps its history. The gate does not judge it: in the gate's one worker process the baseline
-    # (torch, every setup cache: ~900 MB) dwarfs an epoch's 18-60 MB of live tensors, so no memory
-    # change of an epoch could move peak RSS past a 10% factor. The gate judges an epoch's memory by the
+    # asv keeps its history. The gate does not judge it: the process baseline (torch and the model's
+    # setup: 370-450 MB, docs/benchmarks.md) dwarfs an epoch's 18-60 MB of live tensors, so few memory
+    # changes of an epoch could move peak RSS past a 10% factor. The gate judges an epoch's memory by the
     # exact track_peak_live_bytes_epoch counter instead (and saves ~90 s of 1.4-s epochs per run).
     peakmem_epoch.gate = False  # type: ignore[attr-defined]
 

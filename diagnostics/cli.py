@@ -178,11 +178,13 @@ def _execute(names: Sequence[str], options: Options) -> int:
 
     from diagnostics.commands import run
     from diagnostics.render import print_report
+    from diagnostics.render.progress import progress
 
-    # Progress goes to stderr so stdout stays the report; flushed per line so logs show where a slow
-    # or interrupted run was.
+    # Progress goes to stderr so stdout stays the report: a live bar on a terminal, else one line per
+    # check, flushed, so logs show where a slow or interrupted run was.
     status = Console(stderr=True, highlight=False)
-    outcome = run(options, names, progress=lambda name: status.print(f"[dim]{PROG}: running {name} ...[/]"))
+    with progress(status, total=len(names)) as say:
+        outcome = run(options, names, progress=lambda name: say(f"running {name} ..."))
     # Wide enough for the six columns when stdout is not a terminal (CI logs, pipes).
     console = Console(width=None if Console().is_terminal else 160)
     print_report(outcome.results, outcome.meta, console)
@@ -257,6 +259,44 @@ app.command(
 )(_make_command(CHECK_ORDER))
 for _name in CHECK_ORDER:
     app.command(_name, help=CHECK_HELP[_name])(_make_command((_name,)))
+
+
+@app.command("audit")
+def audit_command(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A run directory of `moola train`, or a foreign run's "
+            "metrics.csv (Lightning/Keras CSVLogger) or JSON-lines file."
+        ),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="The data the run trained on (default: the path it recorded).", dir_okay=False
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    json_path: JsonOpt = None,
+    report_dir: ReportDirOpt = Path("reports/audit"),
+    debug: DebugOpt = False,
+) -> None:
+    """Audit a finished or cut-short run: reproduce its metrics from model.pt, data changes, train vs
+    validation, selection optimism, epoch times and memory vs physics, ratio, config, curve health."""
+    set_debug(state.debug or debug)
+    from rich.console import Console
+
+    from diagnostics.audit.run import run_audit
+    from diagnostics.render import print_report
+
+    outcome = run_audit(run_dir, data=data, model=model, report_dir=report_dir, json_path=json_path)
+    console = Console(width=None if Console().is_terminal else 160)
+    print_report(outcome.results, outcome.meta, console)
+    for path in outcome.written:
+        console.print(f"wrote {path}")
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+
 
 # A broken gate install must fail loudly here, not silently drop the command.
 app.command("gate")(gate_command)

@@ -189,6 +189,9 @@ def run(
     except KeyboardInterrupt as interrupt:
         cancel_prefetch(ctx)
         raise _interrupted(ctx, names, results, options, start, interrupt) from None
+    except BaseException:  # a user error (exit 2) must not wait for background runs to finish
+        cancel_prefetch(ctx)
+        raise
     meta = build_meta(ctx, names, elapsed_s=time.perf_counter() - start)
     written = write_reports(results, meta, options.report_dir, options.json_path)
     discard_partial_reports(options.report_dir, options.json_path)  # superseded by the complete run

@@ -69,8 +69,24 @@ class Thresholds:
     divergence_loss_rise: float = 2.0
     # sanity weight_norm: trainable-parameter L2 norm falling below this fraction of its initial value
     weight_collapse_ratio: float = 0.2
-    # sanity coverage: distinct windows per epoch below this fraction of N (sampling with replacement ~0.63)
-    coverage_fail_fraction: float = 0.75
+    # sanity coverage: windows never trained on over the run, beyond this fraction of N and twice what sampling
+    # with replacement leaves; a fit's own hold-out (windows only evaluated) counts up to holdout_max_fraction
+    coverage_never_fraction: float = 0.2
+    holdout_max_fraction: float = 0.5
+    # sanity outcome: a --fit FAILs when it gains (loss drop from init; accuracy above the majority share)
+    # less than this fraction of what the built-in recipe gains on the same rows in the same epochs
+    outcome_gain_fraction: float = 0.25
+    outcome_min_ref_gain: float = 0.05  # the reference must gain this share of ln(C) for a comparison
+    # sanity update_size: the median per-step ||dw||/||w|| outside these multiples of the reference's
+    update_ratio_floor: float = 0.01
+    update_ratio_ceiling: float = 10.0
+    # sanity lr_schedule: lr below this fraction of its peak on more than lr_low_share of the steps
+    lr_collapse_fraction: float = 0.01
+    lr_low_share: float = 0.5
+    # sanity reference run: at least this share of the epochs (for the dynamics), more until the outcome
+    # comparison is decided, at most the max share (its cost: at most ~half the fit's)
+    reference_min_epoch_fraction: float = 0.1
+    reference_max_epoch_fraction: float = 0.5
     # gpu: optimizer steps in the training burst, so that ~50 ms NVML utilization samples mean something;
     # capped in epochs so a tiny training set does not loop for ages.
     gpu_burst_steps: int = 200
@@ -88,6 +104,9 @@ class Thresholds:
     # --runs raises it. The per-run gain over the constant the pointer head must clear, and the share of
     # windows every run gets wrong above which the labels deserve a look.
     stability_runs: int = 5
+    # stability trains on at most this many windows (a stratified, seeded sample beyond it): 5 runs on
+    # 2,000 windows cost ~10x the default set's, and the interval is over seeds, not rows
+    stability_max_windows: int = 2000
     pointer_min_gain: float = 0.10
     label_noise_share: float = 0.05
 

@@ -96,6 +96,20 @@ class Recording:
     row_sequence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1 = unmatched
     implied_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     implied_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Training forwards that repeat the rows of an earlier forward feeding the same step (a closure
+    # re-evaluated, sharpness-aware minimization's second pass): not new windows given to the optimizer.
+    repeat_forwards: int = 0
+    repeat_samples: int = 0
+    distinct_forwards_per_step: list[int] = field(default_factory=list)
+    # Training windows seen only by forwards that cannot train (eval mode or no gradients): a hold-out
+    # the fit carved out of the rows it was given (early stopping on an internal validation split).
+    held_out_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    eval_phases: int = 0  # runs of non-training forwards that follow training forwards (evaluation passes)
+    # ---- dynamics, per optimizer step
+    # ||w_k - w_{k-1}|| / ||w_{k-1}|| between consecutive step ends (w_0: the weights at entry): the NET
+    # change between steps, whatever happened inside one (a perturb-and-restore optimizer included)
+    update_ratios: list[float] = field(default_factory=list)
+    lr_declared_peak: float = 0.0  # max over steps of the groups' initial_lr / max_lr set by schedulers
     # ---- loss function calls seen by the TorchFunctionMode (with gradients enabled)
     loss_calls: dict[str, int] = field(default_factory=dict)
     loss_prob_inputs: dict[str, int] = field(default_factory=dict)  # calls whose input rows are probabilities
@@ -126,9 +140,17 @@ class Recording:
 
     @property
     def accumulation(self) -> int:
-        """Micro-batches (grad-enabled forwards) per optimizer step: the median over steps, at least 1."""
+        """Micro-batches per optimizer step: the median over steps, at least 1. Forwards over rows already
+        fed to the same step are not new micro-batches (a re-evaluated closure, SAM's second pass)."""
         fps = [f for f in self.forwards_per_step if f > 0]
+        if self.distinct_forwards_per_step and self.repeat_forwards:
+            fps = [f for f in self.distinct_forwards_per_step if f > 0]
         return max(1, int(np.median(fps))) if fps else 1
+
+    @property
+    def samples_given_train(self) -> int:
+        """Windows through training forwards, less those repeating a forward of the same step."""
+        return self.samples_seen_train - self.repeat_samples
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -183,6 +205,22 @@ def _moved(p: torch.Tensor, snapshot: torch.Tensor, dev: torch.device) -> torch.
     if not p.numel():
         return torch.zeros((), device=dev)
     return (p.detach() - snapshot.to(p.device)).abs().max().float().to(dev)
+
+
+def net_change(now: list[torch.Tensor], prev: list[torch.Tensor]) -> torch.Tensor:
+    """(||now - prev||^2, ||prev||^2) over all parameters, as a (2,) float64 tensor on the first one's device."""
+    import torch
+
+    if not now:
+        return torch.zeros(2, dtype=torch.float64)
+    dev = now[0].device
+    same = all(a.shape == b.shape and a.device == b.device for a, b in zip(now, prev, strict=True))
+    if not same:
+        return torch.tensor([float("inf"), 1.0], dtype=torch.float64, device=dev)
+    diffs = torch._foreach_sub(now, prev)
+    d = torch.stack([n.double().to(dev) for n in _norms(diffs, 2.0)]).pow(2).sum()
+    w = torch.stack([n.double().to(dev) for n in _norms(prev, 2.0)]).pow(2).sum()
+    return torch.stack([d, w])
 
 
 def row_hashes(X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -289,6 +327,10 @@ class Instrument:
         self._nll_flags: list[torch.Tensor] = []
         self._mode: Any = None
         self._pending_hash: torch.Tensor | None = None
+        self._fwd_meta: list[tuple[int, int]] = []  # per hashed training forward: (step index, rows)
+        self._eval_hashes: list[torch.Tensor] = []
+        self._in_train_phase = False
+        self._updates: list[torch.Tensor] = []  # per step: (||delta||^2, ||w_prev||^2)
 
     # ---------------------------------------------------------------- hooks
     def _hash_weights(self, x: torch.Tensor) -> torch.Tensor:
@@ -321,20 +363,27 @@ class Instrument:
             rec.forward_calls_train += 1
             rec.samples_seen_train += n
             rec.batch_sizes_train.append(n)
+            self._in_train_phase = True
+        elif self._in_train_phase:
+            rec.eval_phases += 1
+            self._in_train_phase = False
         self._pending_hash = None
+        ref = self._X_ref
+        hashable = (
+            ref is not None
+            and x is not None
+            and x.dtype == torch.float32
+            and tuple(x.shape[1:]) == tuple(ref.shape[1:])
+        )
         if grad:
             self._grad_fwd_since_step += 1
-            ref = self._X_ref
-            if (
-                training
-                and ref is not None
-                and x is not None
-                and x.dtype == torch.float32
-                and tuple(x.shape[1:]) == tuple(ref.shape[1:])
-            ):
+            if training and hashable:
                 h = row_hashes(x, self._hash_weights(x))
                 self._row_hashes.append(h)
+                self._fwd_meta.append((rec.optimizer_steps, n))
                 self._pending_hash = h
+        if not (training and grad) and hashable:
+            self._eval_hashes.append(row_hashes(x, self._hash_weights(x)))
         self._last_fwd_mode = (training, grad)
         self._fwd_since_step += 1
         self._fwd_start = time.perf_counter()
@@ -371,6 +420,9 @@ class Instrument:
             return
         rec.optimizer_steps += 1
         rec.lrs.append(max(float(g.get("lr", 0.0)) for g in groups))
+        # Schedulers record the lr they start from (initial_lr) and OneCycleLR its peak (max_lr).
+        declared = max(float(g.get(k) or 0.0) for g in groups for k in ("initial_lr", "max_lr"))
+        rec.lr_declared_peak = max(rec.lr_declared_peak, declared)
         if self._fwd_since_step == 0 or self._last_fwd_mode is None:
             rec.steps_without_forward += 1
         else:
@@ -420,10 +472,15 @@ class Instrument:
 
         if self._step_counts:
             self._steps_done += 1
+            now = [p.detach() for _, p in self._params]
+            prev = (
+                self._snapshot if self._snapshot is not None else [self._before[n] for n, _ in self._params]
+            )
+            self._updates.append(net_change(now, prev))
             if self._snapshot is None:
-                self._snapshot = [p.detach().clone() for _, p in self._params]
+                self._snapshot = [p.clone() for p in now]
             else:
-                torch._foreach_copy_(self._snapshot, [p.detach() for _, p in self._params])
+                torch._foreach_copy_(self._snapshot, now)
             if self._step_t0 is not None:
                 self.recording.backward_step_s += time.perf_counter() - self._step_t0
         self._step_t0 = None
@@ -535,12 +592,37 @@ class Instrument:
 
         if self._row_hashes:
             rec.row_sequence = lookup(torch.cat([h.cpu() for h in self._row_hashes]).numpy())
+            self._find_repeats(rec.row_sequence)
+        if self._eval_hashes:
+            evaluated = lookup(torch.cat([h.cpu() for h in self._eval_hashes]).numpy())
+            trained = rec.row_sequence[rec.row_sequence >= 0]
+            rec.held_out_rows = np.setdiff1d(evaluated[evaluated >= 0], trained)
         done = [(h, slot[0]) for h, slot in self._implied if slot]
         if done:
             rows = lookup(torch.cat([h.cpu() for h, _ in done]).numpy())
             labels = torch.cat([lab.cpu() for _, lab in done]).numpy().astype(np.int64)
             keep = (rows >= 0) & (labels >= 0)
             rec.implied_rows, rec.implied_labels = rows[keep], labels[keep]
+
+    def _find_repeats(self, seq: np.ndarray) -> None:
+        """Per step, the training forwards whose rows equal an earlier forward's feeding the same step."""
+        rec = self.recording
+        steps = max(rec.optimizer_steps, 1)
+        distinct = [0] * (steps + 1)
+        seen: dict[int, set[bytes]] = {}
+        start = 0
+        for step, n in self._fwd_meta:  # one entry per forward, not per window
+            rows = seq[start : start + n].tobytes()
+            start += n
+            bucket = seen.setdefault(step, set())
+            if rows in bucket:
+                rec.repeat_forwards += 1
+                rec.repeat_samples += n
+            else:
+                bucket.add(rows)
+                distinct[min(step, steps)] += 1
+        # index k: forwards feeding step k (0-based); the tail after the last step feeds none
+        rec.distinct_forwards_per_step = distinct[: rec.optimizer_steps]
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         import torch
@@ -587,6 +669,9 @@ class Instrument:
             per_param = self._outside_max.cpu().tolist()
             rec.outside_changed = [n for (n, _), d in zip(self._params, per_param, strict=False) if d > 0]
             rec.outside_max_change = max(per_param, default=0.0)
+        if self._updates:
+            u = torch.stack([v.cpu() for v in self._updates]).numpy()
+            rec.update_ratios = (np.sqrt(u[:, 0]) / np.sqrt(np.maximum(u[:, 1], 1e-300))).tolist()
         if self._loss_vals:
             rec.losses = torch.stack([v.cpu() for v in self._loss_vals]).tolist()
         for name in {n for n, _ in self._prob_flags}:
@@ -598,4 +683,5 @@ class Instrument:
         self._before, self._flags, self._snapshot = {}, {}, None
         self._row_hashes, self._implied, self._loss_vals = [], [], []
         self._prob_flags, self._nll_flags, self._outside, self._gnorms = [], [], [], []
+        self._fwd_meta, self._eval_hashes, self._updates = [], [], []
         return False

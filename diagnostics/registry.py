@@ -21,6 +21,8 @@ HookFn = Callable[["DiagContext"], None]
 # Order is the order check-all runs and prints them: cheap, static checks first.
 CHECK_ORDER = ("config", "params", "data", "leakage", "sanity", "stability", "gpu")
 _MODULES = {name: f"diagnostics.checks.{name}" for name in CHECK_ORDER}
+# Not in check-all: the audit judges a finished run directory (``moola-diag audit RUN_DIR``).
+_MODULES["audit"] = "diagnostics.checks.audit"
 _REGISTRY: dict[str, CheckFn] = {}
 # A check whose work can start before its turn (its own training runs, on otherwise idle cores) registers
 # ``prefetch``; ``cancel`` stops that work when the run is interrupted.

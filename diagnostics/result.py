@@ -75,3 +75,18 @@ def worst(results: Iterable[CheckResult]) -> Status:
 def exit_code(results: Iterable[CheckResult]) -> int:
     """0 when nothing FAILs, 1 when something does (2 is reserved for user errors, raised as MoolaError)."""
     return 1 if worst(results) is Status.FAIL else 0
+
+
+def plot_data(values: Any, limit: int = 400, ordered: bool = False, digits: int = 4) -> list[float]:
+    """A small, JSON-safe copy of an array for a report's plot: at most ``limit`` finite values to
+    ``digits`` significant digits. A distribution (``ordered=False``) keeps its quantiles (sorted, min and
+    max included); a series (``ordered=True``) keeps evenly spaced points in order."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if not ordered:
+        x = np.sort(x)
+    if len(x) > limit:
+        x = x[np.linspace(0, len(x) - 1, limit).round().astype(np.int64)]
+    return [float(f"{v:.{digits}g}") for v in x]

@@ -126,8 +126,9 @@ def train(
 ) -> None:
     """Train a model and write a run directory (config, per-epoch metrics, checkpoint, summary)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from moola.progress import EpochDisplay
+    from moola.train.live import LiveRules
     from moola.train.run import train_run
 
     config = TrainConfig(
@@ -156,32 +157,14 @@ def train(
             f"{PROG}: warning: {data} has no bar_start and no --split-file: the random validation split "
             "can leak between overlapping windows (pass --split-file)"
         )
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-    task = progress.add_task(f"train {model}", total=n_epochs, status="")
-
-    class _EpochProgress:
-        # Shown from the first epoch on, so set-up errors print alone, as one line.
-        def on_train_start(self, state: Any) -> None:
-            if warning:  # after set-up, so a set-up error still prints alone
-                typer.echo(warning, err=True)
-            progress.start()
-
-        def on_epoch_end(self, state: Any) -> None:
-            row = state.history[-1]
-            status = f"loss {row['train_loss']:.3f}/{row['val_loss']:.3f} acc {row['val_acc']:.3f}"
-            progress.update(task, advance=1, status=status)
-
+    console = Console(stderr=True, highlight=False)
+    display = EpochDisplay(console, model, n_epochs, warning)
+    live = LiveRules(notify=display.finding)
+    display.live = live
     try:
-        result = train_run(config, dataset, callbacks=[_EpochProgress()])
+        result = train_run(config, dataset, callbacks=[display], live=live)
     finally:
-        progress.stop()
+        display.stop()
     _print_run_summary(result)
 
 
@@ -198,16 +181,21 @@ def _print_run_summary(result: Any) -> None:
     table.add_row("parameters", f"{result.n_params:,}")
     table.add_row("epochs run", str(len(result.history)))
     table.add_row("best epoch", str(result.best_epoch + 1))
+    # Running figures come from the epoch (augmented batches, dropout on); *_eval from the kept weights
+    # in eval mode, measured as val_* are: only those two are comparable.
+    shown = {**best, **{k: v for k, v in result.metrics.items() if k.endswith("_eval")}}
     for key in (
-        "train_loss",
+        "train_loss_running",
+        "train_loss_eval",
         "val_loss",
-        "train_acc",
+        "train_acc_running",
+        "train_acc_eval",
         "val_acc",
         "val_macro_f1",
         "majority_acc",
         "pointer_mae_bars",
     ):
-        value = best.get(key)
+        value = shown.get(key)
         if value is not None:
             table.add_row(key, f"{value:.4f}")
     Console().print(table)

@@ -63,7 +63,15 @@ def test_train_writes_a_complete_run_directory(tmp_path: Path):
     assert config["config"]["predict_pointers"] is True
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2
-    assert {"train_loss", "val_loss", "val_acc", "majority_acc", "pointer_mae_bars"} <= set(metrics[0])
+    assert {
+        "train_loss_running",
+        "train_acc_running",
+        "samples_per_s",
+        "val_loss",
+        "val_acc",
+        "majority_acc",
+        "pointer_mae_bars",
+    } <= set(metrics[0])
     assert (run_dir / "model.pt").stat().st_size > 0
 
 

@@ -180,7 +180,7 @@ def test_given_train_test_val_files(files, tmp_path: Path):
     meta = payload["meta"]
     assert (meta["split"], meta["n_train"], meta["n_test"], meta["n_val"]) == ("given", 40, 12, 8)
     assert (tmp_path / "rep" / "report.md").read_text().startswith("## moola-diag: PASS")
-    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["report.json", "report.md"]
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["report.html", "report.json", "report.md"]
 
 
 def test_label_only_in_test_file_is_a_user_error(files):

@@ -115,10 +115,15 @@ def test_verdict_of_nothing_and_of_all_pass():
 def test_write_reports_writes_both_atomically(tmp_path: Path):
     out = tmp_path / "reports"
     written = write_reports(RESULTS, META, out, json_path=tmp_path / "x" / "r.json")
-    assert sorted(p.name for p in written) == ["r.json", "report.json", "report.md"]
+    assert sorted(p.name for p in written) == ["r.json", "report.html", "report.json", "report.md"]
     assert json.loads((out / "report.json").read_text())["verdict"] == "FAIL"
     assert (out / "report.md").read_text().startswith("## moola-diag: FAIL")
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]  # no temp files left
+    assert "<h1>moola-diag: FAIL: 1 FAIL, 1 WARN, 1 PASS, 1 SKIP</h1>" in (out / "report.html").read_text()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "report.html",
+        "report.json",
+        "report.md",
+    ]  # no temp files
 
 
 def test_a_rendering_failure_leaves_the_previous_reports_untouched(tmp_path: Path, monkeypatch):
@@ -128,10 +133,12 @@ def test_a_rendering_failure_leaves_the_previous_reports_untouched(tmp_path: Pat
     def boom(*_a, **_k):
         raise RuntimeError("renderer bug")
 
-    monkeypatch.setattr(render, "to_markdown", boom)
-    with pytest.raises(RuntimeError, match="renderer bug"):
-        write_reports(RESULTS[:1], META, tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    for module, fn in ((render.markdown, "check_markdown"), (render.html, "check_html")):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, fn, boom)
+            with pytest.raises(RuntimeError, match="renderer bug"):
+                write_reports(RESULTS[:1], META, tmp_path)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_result_values_become_strict_json():

@@ -100,3 +100,16 @@ def test_a_task_with_shuffled_labels_fails_stability_end_to_end():
     assert by["accuracy"].status in (Status.FAIL, Status.WARN)
     assert by["log_loss"].status is Status.FAIL  # a proper score sees that nothing was learned
     assert by["pointers"].status in (Status.FAIL, Status.WARN)
+
+
+def test_large_data_trains_on_a_stated_stratified_sample():
+    ds = generate(300, seed=2)
+    train, test = make_split(ds, "random")
+    th = replace(Thresholds(), stability_max_windows=80)
+    ctx = DiagContext(ds, train, test, thresholds=th)
+    rows = stability.sample_rows(ctx)
+    assert len(rows) == 80 and len(np.unique(rows)) == 80
+    assert abs(ds.y[rows].mean() - ds.y.mean()) < 0.03  # the class shares are kept
+    np.testing.assert_array_equal(rows, stability.sample_rows(ctx))  # seeded
+    small = DiagContext(ds, train, test, thresholds=replace(th, stability_max_windows=1000))
+    assert len(stability.sample_rows(small)) == 300

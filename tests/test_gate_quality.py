@@ -86,3 +86,54 @@ def test_a_distribution_is_its_mean_for_asv_and_its_runs_for_the_gate():
     assert isinstance(d, float)
     with pytest.raises(ValueError):
         Distribution([])
+
+
+FAKE_BENCH = """
+class Sample(float):
+    def __new__(cls, values):
+        obj = super().__new__(cls, sum(values) / len(values))
+        obj.samples = tuple(values)
+        return obj
+
+
+class Quality:
+    params = [["small", "big"]]
+    gate_threshold = 0.02
+
+    def track_accuracy(self, model):
+        return Sample([0.8, 0.9, 0.85])
+
+    track_accuracy.gate_higher_is_better = True
+    track_accuracy.gate_default = {"small": True}
+"""
+
+
+def test_the_worker_ships_every_run_and_the_gate_attributes(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).resolve().parents[1] / "diagnostics" / "gate" / "worker.py"
+    (tmp_path / "moola").mkdir()
+    (tmp_path / "moola" / "__init__.py").write_text("")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "__init__.py").write_text("")
+    (tmp_path / "benchmarks" / "bench_q.py").write_text(FAKE_BENCH)
+    proc = subprocess.run(
+        [sys.executable, str(worker), "--root", str(tmp_path)],
+        input=json.dumps({"cmd": "prepare", "names": ["bench_q.Quality.track_accuracy(small)"]}) + "\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=60,
+        check=True,
+    )
+    listing, ready = (json.loads(line) for line in proc.stdout.splitlines())
+    specs = {b["name"]: b for b in listing["benchmarks"]}
+    assert specs["bench_q.Quality.track_accuracy(small)"]["default"] is True
+    assert specs["bench_q.Quality.track_accuracy(big)"]["default"] is False  # only with --bench
+    assert specs["bench_q.Quality.track_accuracy(small)"]["threshold"] == 0.02
+    assert ready["distributions"] == {"bench_q.Quality.track_accuracy(small)": [0.8, 0.9, 0.85]}
+    assert ready["counters"]["bench_q.Quality.track_accuracy(small)"] == pytest.approx(0.85)

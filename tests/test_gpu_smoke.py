@@ -86,6 +86,14 @@ def fake_outputs(step: smoke.Step, out: Path, crash: bool = False) -> None:
             "mean_epoch_time_s": 0.08,
             "metrics": {"val_acc": 0.886},
         }
+    elif step.key == "audit":
+        payload = {
+            "verdict": "PASS",
+            "results": [
+                {"check": "audit", "name": "epoch_time", "status": "PASS", "measured": "every epoch above"},
+                {"check": "audit", "name": "memory", "status": "PASS", "measured": "peak 37.5 MiB (4.7x)"},
+            ],
+        }
     elif step.key == "bound":
         payload = {"bound_s": 0.02, "flops_part_s": 0.0005, "latency_part_s": 0.02, "n_train": 139}
     elif step.key == "burst":
@@ -267,7 +275,7 @@ def test_full_run_writes_one_json_and_one_markdown(tmp_path):
         "NVIDIA H100 80GB HBM3 · driver 580.159.04 · NVML 13.580.159.04 · CUDA driver 13.0" in x
         for x in lines
     )
-    assert "| measured on this card | value |" in lines and lines[-1].startswith("gpu-smoke: 9/9 steps ok")
+    assert "| measured on this card | value |" in lines and lines[-1].startswith("gpu-smoke: 10/10 steps ok")
     assert [c[0] for c in runner.calls] == [s.key for s in smoke.plan(sys.executable, report_dir)]
     # Subprocesses import this checkout even when it is not installed.
     assert all(c[2]["PYTHONPATH"].split(os.pathsep)[0] == str(REPO) for c in runner.calls)
@@ -301,6 +309,7 @@ def test_full_run_writes_one_json_and_one_markdown(tmp_path):
     assert "- **gpu.memory**: memory why" in md and "params_per_sample why" not in md  # GPU evidence only
     assert "| card / driver / torch | NVIDIA H100 80GB HBM3 / 580.159.04 / 2.11.0+cu130 (CUDA 13.0) |" in md
     assert "| check-all enhanced_simple_lstm | exit 1: 1 FAIL, 4 PASS |" in md
+    assert "| audit of that run: memory | PASS: peak 37.5 MiB (4.7x) |" in md
     assert "None: every step ran." in md
     # Every table row has as many cells as its header.
     for block in md.split("\n\n"):
@@ -452,3 +461,19 @@ def test_inner_steps_run_on_the_cpu_and_write_json(monkeypatch):
     assert {r["status"] for r in asv["rows"]} == {"ok" if torch.cuda.is_available() else "skipped"}
     for payload in (versions, bound, burst, asv):
         json.loads(dumps_json(payload))  # strict JSON, as atomic_write_json writes it
+
+
+def test_inner_audit_audits_the_newest_reference_run(tmp_path):
+    from moola.config import TrainConfig
+    from moola.data.synthetic import generate
+    from moola.train.run import train_run
+
+    train_run(TrainConfig(n_epochs=2, device="cpu", out_dir=str(tmp_path / "runs")), generate(60, seed=2))
+    data = smoke.inner_audit(tmp_path / "runs", tmp_path / "audit")
+    found = {r["name"]: r for r in data["results"]}
+    assert found["epoch_time"]["status"] == "PASS" and found["epoch_time"]["values"]["bound_s"] > 0
+    assert found["memory"]["status"] == "SKIP"  # trained on the CPU: no GPU memory recorded
+    assert (tmp_path / "audit" / "report.json").exists()
+    json.loads(dumps_json(data))
+    with pytest.raises(ValueError, match="no run directory"):
+        smoke.inner_audit(tmp_path / "empty", tmp_path / "audit2")

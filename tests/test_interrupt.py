@@ -69,8 +69,10 @@ def test_killed_run_keeps_previous_report_and_saves_partial(
     # The previous complete report is untouched; the partial one sits beside it; no temp files.
     assert {name: (reports / name).read_bytes() for name in before} == before
     assert sorted(p.name for p in reports.iterdir()) == [
+        "report.html",
         "report.json",
         "report.md",
+        "report.partial.html",
         "report.partial.json",
         "report.partial.md",
     ]
@@ -80,6 +82,7 @@ def test_killed_run_keeps_previous_report_and_saves_partial(
     assert partial["meta"]["interrupted"]["signal"] == signal.Signals(signum).name
     assert {r["check"] for r in partial["results"]} == set(done)
     assert "Interrupted by" in (reports / "report.partial.md").read_text()
+    assert "Interrupted by" in (reports / "report.partial.html").read_text()
     assert stdout == ""  # no table for an incomplete run: the partial files are the record
 
 
@@ -88,8 +91,9 @@ def test_a_complete_run_removes_a_stale_partial_report(previous_report: Path, tm
     reports.mkdir()
     (reports / "report.partial.json").write_text("{}")
     (reports / "report.partial.md").write_text("stale")
+    (reports / "report.partial.html").write_text("stale")
     run(Options(report_dir=reports), ("config",))
-    assert sorted(p.name for p in reports.iterdir()) == ["report.json", "report.md"]
+    assert sorted(p.name for p in reports.iterdir()) == ["report.html", "report.json", "report.md"]
 
 
 def test_interrupt_before_any_check_completes_writes_nothing(monkeypatch, tmp_path: Path):

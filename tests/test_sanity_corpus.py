@@ -1,6 +1,9 @@
 """The training-fault corpus: every broken --fit FAILs for its own reason, every correct one stays clean.
 
-Small on purpose (64 windows, 3 epochs, one thread): the whole corpus runs in ~15 s on 2 cores.
+Two parts. The pattern corpus (broken.py, correct.py): 64 windows, 3 epochs, the default recipe. The outcome
+and dynamics corpus (broken_dynamics.py: families no pattern finding was written for; recipes.py: standard
+recipes in other people's styles): 64 windows of 64 bars, 8 epochs, and a reference = the built-in recipe at
+lr 1e-3, so that it learns clearly within so short a run; one full reference run serves every fit.
 Reproduce the counts: ``.venv/bin/pytest -q tests/test_sanity_corpus.py`` (one test per function).
 """
 
@@ -10,11 +13,16 @@ import pytest
 
 from diagnostics.checks import sanity
 from diagnostics.context import DiagContext, Thresholds
+from diagnostics.reference import reference_run
 from diagnostics.result import Status
+from diagnostics.training import short_training
+from moola.config import TrainConfig
 from moola.data.splits import make_split
 from moola.data.synthetic import generate
 from tests.fit_corpus.broken import BROKEN
+from tests.fit_corpus.broken_dynamics import BROKEN_DYNAMICS
 from tests.fit_corpus.correct import CORRECT
+from tests.fit_corpus.recipes import RECIPES
 
 THRESHOLDS = Thresholds(sanity_epochs=3)
 FAMILIES = {
@@ -86,3 +94,126 @@ def test_correct_fit_gets_no_fail_and_no_warn(data, overfit_cache, fit):
     # The new findings measured something (a SKIP would make a clean result meaningless).
     for name in FAMILIES:
         assert found[name].status is Status.PASS, (name, found[name].measured)
+
+
+# ---------------------------------------------------------------- outcome and dynamics against the reference
+DYN_THRESHOLDS = Thresholds(sanity_epochs=8)
+DYN_CONFIG = TrainConfig(lr=1e-3)
+AGAINST_REFERENCE = ("outcome", "update_size", "lr_schedule", "loss_trajectory")
+
+
+@pytest.fixture(scope="module")
+def dyn_data():
+    ds = generate(64, seed=3, length=64)
+    train, test = make_split(ds, "random")
+    return ds, train, test
+
+
+def _dyn_ctx(dyn_data, fit, cache=None):
+    ds, train, test = dyn_data
+    return DiagContext(
+        ds,
+        train,
+        test,
+        device="cpu",
+        fit=fit,
+        fit_spec=f"fit_corpus:{fit.__name__}",
+        thresholds=DYN_THRESHOLDS,
+        config=DYN_CONFIG,
+        cache=dict(cache or {}),
+    )
+
+
+@pytest.fixture(scope="module")
+def dyn_cache(dyn_data):
+    """The overfit run and ONE full reference run (decide=None: every epoch) shared by all fits."""
+    ctx = _dyn_ctx(dyn_data, RECIPES[0])
+    ref = reference_run(ctx, short_training(ctx))
+    assert ref.epochs_run == DYN_THRESHOLDS.sanity_epochs and not ref.decided
+    return {"overfit_batch": sanity.overfit_batch(ctx), "reference_run": ref}
+
+
+def _dyn_findings(dyn_data, dyn_cache, fit):
+    return {r.name: r for r in sanity.check_sanity(_dyn_ctx(dyn_data, fit, dyn_cache))}
+
+
+def test_dynamics_corpus_size():
+    assert len(BROKEN_DYNAMICS) >= 8 and len(RECIPES) >= 8
+    assert not set(BROKEN_DYNAMICS) & (set(BROKEN) | set(CORRECT) | set(RECIPES))
+
+
+@pytest.mark.parametrize("fit", list(BROKEN_DYNAMICS), ids=[f.__name__ for f in BROKEN_DYNAMICS])
+def test_new_bug_fails_on_a_finding_that_names_it(dyn_data, dyn_cache, fit):
+    found = _dyn_findings(dyn_data, dyn_cache, fit)
+    failing = [found[n] for n in BROKEN_DYNAMICS[fit] if found[n].status is Status.FAIL]
+    assert failing, {n: (found[n].status.value, found[n].measured) for n in BROKEN_DYNAMICS[fit]}
+    for r in failing:
+        assert r.hint and r.measured and r.expected
+        if r.name in AGAINST_REFERENCE:  # a verdict that uses the reference says so, with its numbers
+            ref = dyn_cache["reference_run"].final
+            assert any(
+                e.startswith("reference = built-in recipe") and f"{ref.loss:.4f}" in e for e in r.evidence
+            )
+
+
+@pytest.mark.parametrize("fit", RECIPES, ids=[f.__name__ for f in RECIPES])
+def test_standard_recipe_gets_no_fail_and_no_warn(dyn_data, dyn_cache, fit):
+    found = _dyn_findings(dyn_data, dyn_cache, fit)
+    flagged = {
+        n: (r.status.value, r.measured)
+        for n, r in found.items()
+        if r.status is Status.FAIL or (r.status is Status.WARN and n not in MACHINE_FINDINGS)
+    }
+    assert flagged == {}
+    for name in ("outcome", "update_size", "coverage", "samples_per_epoch"):
+        assert found[name].status is Status.PASS, (name, found[name].measured)
+
+
+def test_counts_are_observed_for_early_stopping_and_sam(dyn_data, dyn_cache):
+    """Early stopping: the epochs it ran and the windows it kept back; SAM: one micro-batch per step."""
+    from tests.fit_corpus.recipes import early_stopping_restore_best, sam_recipe
+
+    es = _dyn_findings(dyn_data, dyn_cache, early_stopping_restore_best)
+    n = len(dyn_data[1])
+    assert es["samples_per_epoch"].values["n_given"] == n - n // 5
+    sam = _dyn_findings(dyn_data, dyn_cache, sam_recipe)
+    assert sam["optimizer_steps"].values["accumulation"] == 1
+    assert sam["samples_per_epoch"].values["samples_per_epoch"] == n
+
+
+def test_reference_stops_once_decided(dyn_data, dyn_cache):
+    """Without a cached reference the run stops as soon as the comparison is decided (a flat fit FAILs after
+    a few reference epochs; a fit better than any reference could be needs only the dynamics' epochs)."""
+    from tests.fit_corpus.broken_dynamics import tiny_clip_norm_sgd
+    from tests.fit_corpus.recipes import one_cycle_adamw_per_step
+
+    cache = {"overfit_batch": dyn_cache["overfit_batch"]}
+    ctx = _dyn_ctx(dyn_data, tiny_clip_norm_sgd, cache)
+    found = {r.name: r for r in sanity.check_sanity(ctx)}
+    ref = ctx.cache["reference_run"]
+    assert found["outcome"].status is Status.FAIL
+    assert ref.epochs_run < DYN_THRESHOLDS.sanity_epochs and "clearly outside" in ref.decided
+    assert found["outcome"].values["ref_epoch"] == ref.epochs_run
+    ctx = _dyn_ctx(dyn_data, one_cycle_adamw_per_step, cache)
+    assert {r.name: r for r in sanity.check_sanity(ctx)}["outcome"].status is Status.PASS
+    ref = ctx.cache["reference_run"]
+    assert ref.epochs_run == 1 and "beats any reference" in ref.decided  # 10% of 8 epochs, rounded up
+
+
+def _reference_recipe_half_the_epochs(model, X, y, epochs, device):
+    """The reference's own recipe for half the epochs: exactly where the reference is at its budget."""
+    from moola.train.trainer import fit_tensors
+
+    cfg = DYN_CONFIG
+    fit_tensors(model, X, y, epochs // 2, device, seed=cfg.seed, batch_size=cfg.batch_size, lr=cfg.lr)
+
+
+def test_undecided_reference_stops_at_its_budget(dyn_data, dyn_cache):
+    """A middling fit, never clearly outside the reference nor beyond any reference: the reference stops at
+    half the epochs (its cost bound) and the fit is judged against it there."""
+    ctx = _dyn_ctx(dyn_data, _reference_recipe_half_the_epochs, {"overfit_batch": dyn_cache["overfit_batch"]})
+    found = {r.name: r for r in sanity.check_sanity(ctx)}
+    ref = ctx.cache["reference_run"]
+    assert ref.epochs_run == DYN_THRESHOLDS.sanity_epochs // 2 and "budget" in ref.decided
+    assert found["outcome"].status is Status.PASS, found["outcome"].measured
+    assert found["outcome"].values["loss"] == pytest.approx(ref.final.loss, rel=1e-4)

@@ -101,7 +101,7 @@ def default_run(tmp_path_factory):
 def test_three_epochs_lower_the_loss_and_update_every_trainable_parameter(default_run):
     _, result, recorder = default_run
     assert len(result.history) == 3
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.history[-1]["train_loss_running"] < result.history[0]["train_loss_running"]
     assert recorder.frozen == []  # pointers on: every parameter is trainable
     after = dict(result.model.named_parameters())
     assert set(recorder.start) == set(after)
@@ -166,7 +166,7 @@ def test_training_is_deterministic_on_cpu():
     def run(seed_config: TrainConfig):
         model = fresh(seed=3)
         res = fit(model, train, val, seed_config)
-        return model.state_dict(), [row["train_loss"] for row in res.history]
+        return model.state_dict(), [row["train_loss_running"] for row in res.history]
 
     (a, la), (b, lb) = run(config), run(config)
     assert la == lb

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from diagnostics.context import Thresholds
 from diagnostics.nvml import NvmlProbe, NvmlUnavailable, SamplerSummary, UtilizationSampler
 from diagnostics.registry import register
-from diagnostics.result import CheckResult, Status, skip
+from diagnostics.result import CheckResult, Status, plot_data, skip
 
 if TYPE_CHECKING:
     from diagnostics.context import DiagContext
@@ -283,6 +283,12 @@ def utilization_verdict(
         "seconds": seconds,
         "n_forward": n_forward,
         "meaning": "share of time any kernel ran (NVML), not SM occupancy",
+        # the burst over time, for the report's plot (every sample up to 400, then evenly spaced)
+        "series": {
+            "t_s": plot_data([x.t for x in sampler.samples], ordered=True),
+            "util": plot_data([x.gpu_util for x in sampler.samples], ordered=True),
+            "mem_used_mib": plot_data([x.mem_used / 2**20 for x in sampler.samples], ordered=True),
+        },
     }
     measured = (
         f"a kernel running {mean:.0f}% of the time (mean; max {peak:.0f}%) over {sampler.n} samples "

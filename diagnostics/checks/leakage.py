@@ -41,7 +41,7 @@ from diagnostics.neighbors import (
     zscore_windows,
 )
 from diagnostics.registry import register
-from diagnostics.result import CheckResult, Status, skip
+from diagnostics.result import CheckResult, Status, plot_data, skip
 from diagnostics.rowhash import identical_rows
 
 CHECK = "leakage"
@@ -298,6 +298,7 @@ def near_duplicate_windows(ctx) -> CheckResult:
     X = ctx.dataset.X
     frac = float(ctx.thresholds.near_duplicate_fraction)
     ratios: list[float] = []
+    spread: dict[str, list[float]] = {}  # per pair: the distance ratios, for the report's histogram
 
     def measure(ref_name, ref, q_name, query) -> PairCount | None:
         if len(ref) < 2 or len(query) == 0:
@@ -312,6 +313,7 @@ def near_duplicate_windows(ctx) -> CheckResult:
         closest = float(finite.min()) if len(finite) else float("nan")
         if len(finite):
             ratios.append(closest)
+        spread[f"{q_name}_{ref_name}"] = plot_data(finite)
         lines = [
             f"{q_name} vs {ref_name}: typical {ref_name} NN distance {nd.reference_nn:.3g} (z-scored windows), "
             f"threshold {nd.threshold:.3g}; closest {q_name} window at {closest:.3g}x"
@@ -339,7 +341,11 @@ def near_duplicate_windows(ctx) -> CheckResult:
         hint="remove near-copies (noisy or rescaled duplicates) before splitting",
         total_key="near_duplicates",
     )
-    return replace(result, values={**result.values, "closest_ratio": min(ratios) if ratios else None})
+    closest = min(ratios) if ratios else None
+    return replace(
+        result,
+        values={**result.values, "closest_ratio": closest, "fraction": frac, "distance_ratios": spread},
+    )
 
 
 # --------------------------------------------------------------------------- overlap (provenance)
@@ -410,9 +416,11 @@ def window_overlap(ctx, content_confirms: bool = True) -> CheckResult:
     length = int(ctx.dataset.X.shape[1])
     source = ctx.dataset.source
     most = [0]
+    gaps: dict[str, list[float]] = {}  # per pair: nearest gaps in bars, for the report's histogram
 
     def measure(ref_name, ref, q_name, query) -> PairCount:
         gap, partner = nearest_gaps(starts, source, ref, query, length)
+        gaps[f"{q_name}_{ref_name}"] = plot_data(gap)
         over = gap < 0
         n = int(over.sum())
         if not n:
@@ -443,7 +451,7 @@ def window_overlap(ctx, content_confirms: bool = True) -> CheckResult:
         total_key="overlapping",
         head=(f"{how}; window length {length}",),
     )
-    return replace(result, values={**result.values, "max_shared_bars": most[0]})
+    return replace(result, values={**result.values, "max_shared_bars": most[0], "gaps": gaps})
 
 
 # --------------------------------------------------------------------------- overlap (content)

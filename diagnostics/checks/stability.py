@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from diagnostics.registry import register
 from diagnostics.result import CheckResult, Status, skip
 
@@ -25,6 +27,28 @@ if TYPE_CHECKING:
     from diagnostics.quality import MetricSummary, Plan, QualityEstimate
 
 CHECK = "stability"
+
+
+def sample_rows(ctx: DiagContext) -> np.ndarray:
+    """The rows the runs train on: all of them, or a stratified sample of
+    ``Thresholds.stability_max_windows`` (seeded by ``--seed``), so the runs' cost stays bounded as the
+    data grows; the report says so."""
+    n, cap = len(ctx.dataset), int(ctx.thresholds.stability_max_windows)
+    if n <= cap:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(int(ctx.config.seed))
+    y = ctx.dataset.y
+    # Each class keeps its share (at least 2 windows, so it can be both trained and held out).
+    take = [
+        rng.choice(np.flatnonzero(y == c), max(2, round(cap * np.mean(y == c))), replace=False)
+        for c in np.unique(y)
+    ]
+    return np.sort(np.concatenate(take))[: max(cap, 2 * len(take))]
+
+
+def _data(ctx: DiagContext):
+    rows = sample_rows(ctx)
+    return ctx.dataset if len(rows) == len(ctx.dataset) else ctx.dataset.subset(rows)
 
 
 def _plan(ctx: DiagContext) -> Plan:
@@ -40,7 +64,7 @@ def _plan(ctx: DiagContext) -> Plan:
     )
     split = ctx.split_kind if ctx.split_kind in ("random", "temporal", "purged") else None
     runs = int(ctx.thresholds.stability_runs)
-    return quality.default_plan(ctx.dataset, config, runs, split, first_seed=int(ctx.config.seed))
+    return quality.default_plan(_data(ctx), config, runs, split, first_seed=int(ctx.config.seed))
 
 
 def quality_estimate(ctx: DiagContext) -> QualityEstimate:
@@ -48,13 +72,20 @@ def quality_estimate(ctx: DiagContext) -> QualityEstimate:
     the background by ``prefetch`` in check-all, computed here otherwise."""
     from diagnostics import quality
 
-    pending = ctx.cache.get("quality_pending")
-    if pending is not None:
-        return ctx.memo("quality", pending.result)
-    return ctx.memo(
-        "quality",
-        lambda: quality.estimate(ctx.dataset, _plan(ctx), executor=ctx.executor, workers=ctx.workers),
-    )
+    def compute() -> QualityEstimate:
+        pending = ctx.cache.get("quality_pending")
+        if pending is not None:
+            est = pending.result()
+        else:
+            est = quality.estimate(_data(ctx), _plan(ctx), executor=ctx.executor, workers=ctx.workers)
+        if est.n_windows < len(ctx.dataset):
+            est.description += (
+                f" (a stratified sample of {est.n_windows:,} of {len(ctx.dataset):,} windows, seed "
+                f"{ctx.config.seed}; Thresholds.stability_max_windows)"
+            )
+        return est
+
+    return ctx.memo("quality", compute)
 
 
 def prefetch(ctx: DiagContext) -> None:
@@ -75,7 +106,7 @@ def prefetch(ctx: DiagContext) -> None:
 
     def work() -> None:
         try:
-            pending.set_result(quality.estimate(ctx.dataset, plan, executor=pool, workers=workers))
+            pending.set_result(quality.estimate(_data(ctx), plan, executor=pool, workers=workers))
         except BaseException as exc:  # handed to the main thread, which raises it in the check
             pending.set_exception(exc)
         finally:
@@ -151,6 +182,8 @@ def classification(est: QualityEstimate, metric: str, baseline: str, name: str) 
             "baseline": base.to_dict(),
             "gain": gain.to_dict(),
             "runs": len(est.runs),
+            # each run's train/val curves per epoch, for the report's plot (the first 10 runs)
+            **({"curves": [r.curves for r in est.runs[:10]]} if metric == "acc" else {}),
         },
     )
 
@@ -224,7 +257,7 @@ def label_noise(est: QualityEstimate, ctx: DiagContext) -> CheckResult:
             f"each window scored {int(scored.max(initial=0))} time(s); needs >= 2 "
             f"(--runs {2 * int(est.plan['k'])})",
         )
-    always = rows[judged & (missed == scored)]
+    always = sample_rows(ctx)[rows[judged & (missed == scored)]]  # rows of ctx.dataset
     share = len(always) / int(judged.sum())
     ids = ctx.dataset.window_id[always]
     labels = [ctx.dataset.classes[int(c)] for c in ctx.dataset.y[always]]

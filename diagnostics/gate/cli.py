@@ -163,6 +163,14 @@ def gate_command(
             " Holm-adjusted).",
         ),
     ] = 0.05,
+    quality_alpha: Annotated[
+        float,
+        typer.Option(
+            "--quality-alpha",
+            help="Family-wise significance level over the quality benchmarks (base and head as two"
+            " independent samples of fresh-seed runs; one-sided Welch, Holm-adjusted).",
+        ),
+    ] = 0.02,
     markdown: Annotated[
         Path | None,
         typer.Option(
@@ -172,6 +180,14 @@ def gate_command(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the full report as JSON here.", dir_okay=False)
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write a self-contained HTML page (each benchmark's samples and HL interval plotted) here.",
+            dir_okay=False,
+        ),
+    ] = None,
     repo: Annotated[
         Path | None,
         typer.Option("--repo", help="Git repository (default: the one around the cwd).", file_okay=False),
@@ -179,17 +195,17 @@ def gate_command(
 ) -> None:
     """Pre-merge benchmark gate: every benchmark in benchmarks/, base vs head, interleaved in subprocesses.
 
-    Exit 0: no regression; 1: a significant slowdown beyond the benchmark's factor, or a counter (parameters, FLOPs, bytes allocated, peak live bytes, ...) beyond its tolerance and not accepted in benchmarks/accepted.json; 2: bad revision/option, a --bench that selects nothing, a malformed acceptance file, or it could not measure (a crashing benchmark never passes). `gate bisect --good REV --bad REV` names the first commit that regresses.
+    Exit 0: no regression; 1: a significant slowdown beyond the benchmark's factor, a significant drop in a quality benchmark's distribution beyond its threshold, or a counter (parameters, FLOPs, bytes allocated, peak live bytes, ...) beyond its tolerance and not accepted in benchmarks/accepted.json; 2: bad revision/option, a --bench that selects nothing, a malformed acceptance file, or it could not measure (a crashing benchmark never passes). `gate bisect --good REV --bad REV` names the first commit that regresses.
     """
     from rich.console import Console
     from rich.markup import escape
 
+    from diagnostics.render.progress import progress
     from moola.errors import MoolaError
 
     console = Console(width=None if Console().is_terminal else 160, stderr=False)
-
-    def say(msg: str) -> None:
-        console.print(f"[dim]{escape(msg)}[/]")
+    # A live line (spinner, current round, elapsed) under the log on a terminal; the plain log otherwise.
+    display = progress(console, label="", keep_lines=True)
 
     options = {
         "bench": bench,
@@ -198,14 +214,17 @@ def gate_command(
         "processes": processes,
         "burn_in": burn_in,
         "alpha": alpha,
+        "quality_alpha": quality_alpha,
     }
     if action == "bisect":
         from diagnostics.gate.find import run as bisect_run
+        from diagnostics.render.report import write_html
         from moola.io import atomic_write_json, atomic_write_text
 
         if good is None or bad is None:
             raise MoolaError("gate bisect needs --good REV and --bad REV")
-        result = bisect_run(good, bad, repo=repo, progress=say, **options)
+        with display as say:
+            result = bisect_run(good, bad, repo=repo, progress=say, **options)
         if result.report is not None:
             print_report(result.report, console)
         if result.first_bad:
@@ -216,6 +235,8 @@ def gate_command(
             atomic_write_json(json_path, result.to_dict())
         if markdown is not None and result.report is not None:
             atomic_write_text(markdown, result.report.to_markdown())
+        if html is not None and result.report is not None:
+            write_html(html, result.report.to_dict(), "gate")
         if result.exit_code:
             raise typer.Exit(result.exit_code)
         return
@@ -225,9 +246,15 @@ def gate_command(
         raise MoolaError("gate needs --base REV (or: gate bisect --good REV --bad REV)")
     from diagnostics.gate.core import run
 
-    report = run(base, head, repo=repo, markdown=markdown, json_path=json_path, progress=say, **options)
+    with display as say:
+        report = run(base, head, repo=repo, markdown=markdown, json_path=json_path, progress=say, **options)
     print_report(report, console)
-    if markdown is not None:
-        console.print(f"wrote {markdown}")
+    if html is not None:
+        from diagnostics.render.report import write_html
+
+        write_html(html, report.to_dict(), "gate")
+    for path in (markdown, html):
+        if path is not None:
+            console.print(f"wrote {path}")
     if report.exit_code:
         raise typer.Exit(report.exit_code)

@@ -371,6 +371,8 @@ def measure(
                         "slow" if head == slow else next((k for k, v in reseeds.items() if v == head), "base")
                     )
                     results[kind].append(r)
+                    if out:  # every finished trial is on disk: a long measurement cut short keeps them
+                        atomic_write_json(out, results)
                     progress(
                         f"trial {i + 1:2d} {kind:9s}: exit {r['exit_code']}  {_worst_line(r)}  {r['seconds']:.1f} s"
                     )
@@ -400,7 +402,10 @@ def measure(
         else None,
     }
     if out:
+        from diagnostics.render.report import write_html
+
         atomic_write_json(out, results)
+        write_html(Path(out).with_suffix(".html"), results, "sensitivity")  # beside the JSON
     return results
 
 
@@ -456,22 +461,30 @@ def sensitivity_command(
     ] = None,
 ) -> None:
     """Measure the gate's detection rate (injected slowdown) and false alarms (identical revisions)."""
-    res = measure(
-        family=family,
-        trials=trials,
-        slowdown=slowdown,
-        inject=inject,
-        bench=bench,
-        identical_bench=identical_bench,
-        busy=busy,
-        pin=not no_pin,
-        rounds=rounds,
-        alpha=alpha,
-        check_hidden=check_hidden,
-        flip=flip,
-        out=out,
-        repo=repo,
-    )
+    from rich.console import Console
+
+    from diagnostics.render.progress import progress
+
+    # A live line over the trials' log on a terminal (one step per gate run), the plain log otherwise.
+    steps = 1 + 2 * trials + int(check_hidden)
+    with progress(Console(highlight=False), total=steps, label="", keep_lines=True) as say:
+        res = measure(
+            family=family,
+            trials=trials,
+            slowdown=slowdown,
+            inject=inject,
+            bench=bench,
+            identical_bench=identical_bench,
+            busy=busy,
+            pin=not no_pin,
+            rounds=rounds,
+            alpha=alpha,
+            check_hidden=check_hidden,
+            flip=flip,
+            out=out,
+            repo=repo,
+            progress=say,
+        )
     s = res["summary"]
     injected = (
         f"label flips of {flip:.0%} (mean accuracy drop {s['injected_accuracy_drop_mean'] or 0:.4f})"
@@ -484,7 +497,7 @@ def sensitivity_command(
         f" {s['false_alarms']}/{trials} false alarms on {identical}"
         f" ({identical_bench or res['settings']['identical_bench']}); {s['errors']} errors;"
         f" {s['seconds_per_gate_median'] or 0:.1f} s per gate run (max {s['seconds_per_gate_max'] or 0:.1f} s)"
-        f"{' with a busy neighbour' if busy else ''} -> {out}"
+        f"{' with a busy neighbour' if busy else ''} -> {out} and {Path(out).with_suffix('.html')}"
     )
     if s["errors"]:
         raise typer.Exit(2)

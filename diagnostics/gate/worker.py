@@ -6,9 +6,10 @@ tree, so ``import moola`` and ``import benchmarks`` are that revision's code: ea
 benchmark definitions measure it. It depends on nothing but the standard library (torch and numpy are
 whatever the benchmarks import). ``discover`` is also what the pytest-benchmark collector uses, so asv,
 pytest-benchmark and the gate all run the same asv-style definitions in ``benchmarks/*.py``:
-functions or methods named ``time_*`` (seconds per call), ``peakmem_*`` (peak RSS during a call, a
-statistical measure here) and ``track_*`` (a returned, deterministic counter), with asv's ``params``,
-``setup``, ``setup_cache`` and ``number``; NotImplementedError from a setup means "skipped".
+functions or methods named ``time_*`` (seconds per call), ``peakmem_*`` (peak RSS of a process of
+its own, as asv takes it: ``PeakRss``; a statistical measure here) and ``track_*`` (a returned,
+deterministic counter), with asv's ``params``, ``setup``, ``setup_cache`` and ``number``;
+NotImplementedError from a setup means "skipped".
 With ``--cache-dir`` every ``setup_cache`` runs there and its result is pickled there, so the next
 worker of the same revision (the gate starts several per revision, one after another) reuses it.
 
@@ -39,6 +40,7 @@ import math
 import os
 import pickle
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -257,18 +259,154 @@ def time_call(fn: Callable[[], Any], number: int) -> float:
             gc.enable()
 
 
-def peak_rss_call(fn: Callable[[], Any]) -> float | None:
-    """Peak RSS (bytes) during one call; None where the peak cannot be reset (not Linux)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        return None
-    fn()
+def vm_hwm() -> float | None:
+    """This process's peak RSS so far (VmHWM, bytes); None without /proc (not Linux)."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return float(int(line.split()[1]) * 1024)
     return None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel SIGKILLs this process when its parent dies, so a worker the gate killed
+    leaves no measuring process behind (elsewhere the template still ends at EOF on its inbox)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class PeakRss:
+    """``peakmem_`` samples as asv takes them: each one in a process of its own.
+
+    asv's fork server imports the benchmark suite, then forks one child per benchmark run, which loads
+    the ``setup_cache`` result, runs ``setup``, calls the benchmark once and reports its ru_maxrss.
+    Here a *template* process is forked from the worker right after discovery (interpreter, torch and
+    the suite imported; nothing set up, allocated or freed by any benchmark yet), and every sample is
+    a child forked from that template: it loads the pickled ``setup_cache`` result, runs the
+    benchmark's ``setup`` and one call, and reports its VmHWM (the kernel starts a forked process's
+    high-water mark at its own RSS). So a sample is the benchmark's own peak in asv's meaning: the
+    imported interpreter + its setup + its call, whatever the worker ran before (an epoch's tensors,
+    another benchmark's setup, a fragmented heap). Measured cost: a fork per sample, ~0.1 s over the
+    setup and call (docs/benchmarks.md), where a fresh interpreter would pay the torch import each time.
+    """
+
+    def __init__(
+        self,
+        benchmarks: list[Benchmark],
+        cache_dir: str | os.PathLike[str] | None = None,
+        close_fds: tuple[int, ...] = (),
+    ):
+        self._own_cache: tempfile.TemporaryDirectory[str] | None = None
+        if cache_dir is None:  # the samples share one setup_cache result, as asv's do
+            self._own_cache = tempfile.TemporaryDirectory(prefix="moola-bench-cache-")
+            cache_dir = self._own_cache.name
+        self._benchmarks, self._cache_dir = benchmarks, str(cache_dir)
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or the template inherits (and later repeats) buffered output
+        parent = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # the template: never returns
+            code = 1
+            try:
+                os.close(req_w)
+                os.close(rep_r)
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, *close_fds):  # the gate's pipes: EOF must still reach the gate
+                    os.dup2(devnull, fd)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gate's to handle
+                _die_with_parent(parent)
+                self._serve_template(req_r, rep_w)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(req_r)
+        os.close(rep_w)
+        self._requests = os.fdopen(req_w, "w", buffering=1)
+        self._replies = os.fdopen(rep_r, "r")
+
+    @staticmethod
+    def supported() -> bool:
+        return hasattr(os, "fork") and vm_hwm() is not None
+
+    def sample(self, name: str) -> float:
+        """Peak RSS (bytes) of a fresh process that set up and ran ``name`` once. NotImplementedError:
+        its setup skipped it; BenchmarkError: it failed, or its process died (killed for memory, say)."""
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        try:
+            self._requests.write(json.dumps({"name": name, "cpus": cpus}) + "\n")
+            reply = json.loads(self._replies.readline() or "null")
+        except (OSError, ValueError) as exc:
+            raise BenchmarkError(name, f"peak-RSS template process failed: {exc}") from exc
+        if not isinstance(reply, dict):
+            raise BenchmarkError(name, "peak-RSS template process exited")
+        if "skipped" in reply:
+            raise NotImplementedError(reply["skipped"])
+        if "error" in reply:
+            raise BenchmarkError(name, reply["error"])
+        return float(reply["value"])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._requests.close()  # EOF: the template exits after its current sample
+        self._replies.close()
+        for _ in range(100):
+            if os.waitpid(self.pid, os.WNOHANG)[0]:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        if self._own_cache is not None:
+            self._own_cache.cleanup()
+
+    def _serve_template(self, requests: int, replies: int) -> None:
+        with os.fdopen(requests) as inbox, os.fdopen(replies, "w", buffering=1) as outbox:
+            for line in inbox:
+                msg = json.loads(line)
+                r, w = os.pipe()
+                template = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    code = 1
+                    try:
+                        for fd in (r, requests, replies):
+                            os.close(fd)
+                        _die_with_parent(template)
+                        self._measure(msg, w)
+                        code = 0
+                    finally:
+                        os._exit(code)
+                os.close(w)
+                with os.fdopen(r) as f:
+                    answer = f.read().strip()
+                _, status = os.waitpid(pid, 0)
+                if not answer:
+                    died = (
+                        f"signal {-os.waitstatus_to_exitcode(status)}" if os.WIFSIGNALED(status) else "exit"
+                    )
+                    answer = json.dumps({"error": f"its measuring process died ({died}) before reporting"})
+                outbox.write(answer + "\n")
+
+    def _measure(self, msg: dict[str, Any], out_fd: int) -> None:
+        try:
+            if msg.get("cpus") and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, set(msg["cpus"]))
+            runner = Runner(self._benchmarks, self._cache_dir)
+            runner.call(runner.by_name[msg["name"]])()
+            result: dict[str, Any] = {"value": vm_hwm()}
+        except NotImplementedError as exc:
+            result = {"skipped": str(exc) or "NotImplementedError"}
+        except BaseException as exc:
+            traceback.print_exc()
+            result = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        with os.fdopen(out_fd, "w") as f:
+            f.write(json.dumps(result))
 
 
 def _emit(stream: Any, payload: dict[str, Any]) -> None:
@@ -329,8 +467,20 @@ def _serve(args: argparse.Namespace, proto: Any) -> int:
         "device": os.environ.get("MOOLA_BENCH_DEVICE", "cpu"),
         "pid": os.getpid(),
     }
+    # Forked now, before any benchmark runs here: peakmem samples must not carry what the others left.
+    peak = None
+    if any(b.kind == "peakmem" for b in benchmarks) and PeakRss.supported():
+        peak = PeakRss(benchmarks, args.cache_dir, close_fds=(proto.fileno(),))
     _emit(proto, {"type": "list", "benchmarks": [b.spec() for b in benchmarks], "meta": meta})
-    runner = Runner(benchmarks, args.cache_dir)
+    try:
+        return _commands(benchmarks, args.cache_dir, peak, proto)
+    finally:
+        if peak is not None:
+            peak.close()
+
+
+def _commands(benchmarks: list[Benchmark], cache_dir: str | None, peak: PeakRss | None, proto: Any) -> int:
+    runner = Runner(benchmarks, cache_dir)
     calls: dict[str, tuple[Callable[[], Any], int]] = {}
 
     for line in sys.stdin:
@@ -347,6 +497,16 @@ def _serve(args: argparse.Namespace, proto: Any) -> int:
             for name in msg["names"]:
                 b = runner.by_name[name]
                 try:
+                    if b.kind == "peakmem":
+                        if peak is None:
+                            skipped[name] = "peak RSS cannot be measured on this platform (no fork or VmHWM)"
+                            continue
+                        # Set up in its own processes, never here; the first sample is the burn-in (and
+                        # runs setup_cache when no earlier worker of this revision did).
+                        for _ in range(max(1, int(msg.get("burn_in", 1)))):
+                            peak.sample(name)
+                        calls[name] = (lambda: None, 1)
+                        continue
                     fn = runner.call(b)
                     if b.kind == "track":
                         value = fn()
@@ -357,15 +517,14 @@ def _serve(args: argparse.Namespace, proto: Any) -> int:
                         if samples is not None:
                             distributions[name] = [float(v) for v in samples]
                         continue
-                    if b.kind == "peakmem" and peak_rss_call(lambda: None) is None:
-                        skipped[name] = "peak RSS cannot be reset on this platform"
-                        continue
                     number = _number_for(b, fn, float(msg.get("min_sample_s", 0.05)))
                     for _ in range(int(msg.get("burn_in", 1))):
                         time_call(fn, number)
                     calls[name] = (fn, number)
                 except NotImplementedError as exc:
                     skipped[name] = str(exc) or "NotImplementedError"
+                except BenchmarkError:
+                    raise
                 except Exception as exc:
                     traceback.print_exc()
                     raise BenchmarkError(name, f"{type(exc).__name__}: {exc}") from exc
@@ -391,7 +550,9 @@ def _serve(args: argparse.Namespace, proto: Any) -> int:
             number = int(msg.get("number") or number)  # the gate gives both sides the same count
             b = runner.by_name[name]
             try:
-                value = peak_rss_call(fn) if b.kind == "peakmem" else time_call(fn, number)
+                value = peak.sample(name) if b.kind == "peakmem" and peak else time_call(fn, number)
+            except BenchmarkError:
+                raise
             except Exception as exc:
                 traceback.print_exc()
                 raise BenchmarkError(name, f"{type(exc).__name__}: {exc}") from exc

@@ -5,7 +5,15 @@ Run directory ``<out_dir>/<model>-<YYYYmmdd-HHMMSS>/``:
   metrics.jsonl  one JSON object per epoch, rewritten atomically after every epoch
   model.pt       ``torch.save(model.state_dict())`` (CPU tensors; ``torch.load(..., weights_only=True)``)
   summary.json   best epoch (1-based, as in metrics.jsonl), validation metrics of the kept weights,
-                 parameter counts, timings
+                 parameter counts, timings; the kept weights' training-split metrics twice, labelled:
+                 ``train_*_running`` (the epoch's running mean over augmented batches, dropout on) and
+                 ``train_*_eval`` (measured afterwards in eval mode, comparable with ``val_*``)
+  split.json     the row indices of every split ({"train": [...], "val": [...]}, a valid --split-file)
+  findings.jsonl the live rules' findings, as they happened (see moola.train.live); absent when none fired
+
+For an audit (``moola-diag audit``) config.json also holds the data's fingerprint and, under "machine",
+the device's name and the measured speeds the epoch lower bound is made of; every metrics.jsonl row
+holds the epoch's wall time, samples/s and, on a GPU, torch peak memory and NVML utilization.
 """
 
 from __future__ import annotations
@@ -30,11 +38,14 @@ from moola.errors import MoolaError
 from moola.features import FEATURE_SETS, transform
 from moola.io import atomic_open, atomic_write_json, atomic_write_text
 from moola.models import count_parameters, get_model, get_spec
+from moola.train import record
 from moola.train.device import resolve_device
-from moola.train.trainer import FitResult, TrainState, fit
+from moola.train.live import LiveRules
+from moola.train.trainer import FitResult, TrainState, evaluate_dataset, fit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_TRAIN_KEYS = ("train_loss", "train_acc")
+METRICS_SCHEMA = 2  # 1: train_loss/train_acc (running figures, unlabelled); 2: *_running and *_eval
+_TRAIN_KEYS = ("train_loss_running", "train_acc_running")
 
 
 @dataclass
@@ -91,6 +102,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+    env["device_name"] = record.device_name(device)
     return env
 
 
@@ -121,10 +133,27 @@ def _split(ds: WindowDataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarr
     return train_idx, val_idx
 
 
+def _split_record(ds: WindowDataset, train_idx: np.ndarray, val_idx: np.ndarray) -> dict[str, Any]:
+    """Dataset positions of each part; the file's rows too when they differ (``--drop-null-rows``)."""
+    out: dict[str, Any] = {"train": np.asarray(train_idx).tolist(), "val": np.asarray(val_idx).tolist()}
+    if ds.row is not None:
+        out["file_rows"] = {
+            "train": ds.file_rows[train_idx].tolist(),
+            "val": ds.file_rows[val_idx].tolist(),
+        }
+    return out
+
+
 def train_run(
-    config: TrainConfig, dataset: WindowDataset | None = None, callbacks: Sequence[Any] = ()
+    config: TrainConfig,
+    dataset: WindowDataset | None = None,
+    callbacks: Sequence[Any] = (),
+    live: LiveRules | None = None,
 ) -> RunResult:
-    """Train ``config.model`` on ``dataset`` (raw OHLC windows; default: the embedded synthetic set)."""
+    """Train ``config.model`` on ``dataset`` (raw OHLC windows; default: the embedded synthetic set).
+
+    ``live``: the live rules (a silent ``LiveRules()`` by default); their findings go to findings.jsonl.
+    """
     device = resolve_device(config.device)  # fail on a missing GPU before any work
     spec = get_spec(config.model)
     feature_set = config.features or spec.feature_set
@@ -155,33 +184,59 @@ def train_run(
 
     torch.manual_seed(config.seed)
     model = get_model(config.model, n_features=feats.n_features, n_classes=dataset.n_classes)
-    run_dir = _make_run_dir(Path(config.out_dir), config.model)
-    n_params_total = count_parameters(model, trainable_only=False)
-    atomic_write_json(
-        run_dir / "config.json",
-        {
-            "config": config.to_dict(),
-            "environment": environment(device),
-            "architecture": {
-                "name": config.model,
-                "hparams": model.hparams,
-                "n_params_total": n_params_total,
-            },
-            "data": {
-                "path": dataset.path,
-                "n_windows": len(dataset),
-                "window_length": int(dataset.X.shape[1]),
-                "classes": list(dataset.classes),
-                "feature_set": feature_set,
-                "features": list(FEATURE_SETS[feature_set]),
-                "n_train": len(train_idx),
-                "n_val": len(val_idx),
-            },
-        },
+    # The speeds the epoch bound is made of, measured here, before training (~0.1 s on a 2-core CPU).
+    probe_batch = min(config.batch_size, len(train_idx))
+    machine = record.measure_machine(model, device, probe_batch)
+    window_length = int(dataset.X.shape[1])
+    machine["epoch_floor_s"] = record.epoch_floor_s(
+        model, len(train_idx), config.batch_size, window_length, machine
     )
+    run_dir = _make_run_dir(Path(config.out_dir), config.model)
+    atomic_write_json(run_dir / "split.json", _split_record(dataset, train_idx, val_idx))
+    n_params_total = count_parameters(model, trainable_only=False)
+    run_record = {
+        "config": config.to_dict(),
+        "environment": environment(device),
+        "architecture": {
+            "name": config.model,
+            "hparams": model.hparams,
+            "n_params_total": n_params_total,
+        },
+        "data": {
+            "path": dataset.path,
+            "n_windows": len(dataset),
+            "window_length": int(dataset.X.shape[1]),
+            "classes": list(dataset.classes),
+            "feature_set": feature_set,
+            "features": list(FEATURE_SETS[feature_set]),
+            "n_train": len(train_idx),
+            "n_val": len(val_idx),
+            "fingerprint": record.data_fingerprint(dataset),
+            "split_file": "split.json",
+        },
+        "machine": machine,
+        "metrics_schema": METRICS_SCHEMA,
+    }
+    atomic_write_json(run_dir / "config.json", run_record)
+
+    def remeasure() -> float:
+        """Before calling an epoch impossible, measure the machine again and keep the faster figures
+        (a neighbour's burst during the first measurement can only have made the floor too high)."""
+        machine.update(record.fastest(machine, record.measure_machine(model, device, probe_batch)))
+        machine["epoch_floor_s"] = record.epoch_floor_s(
+            model, len(train_idx), config.batch_size, window_length, machine
+        )
+        machine["remeasured"] = True
+        atomic_write_json(run_dir / "config.json", run_record)
+        return float(machine["epoch_floor_s"])
 
     writer = _MetricsWriter(run_dir / "metrics.jsonl")
-    result = fit(model, train_ds, val_ds, config, callbacks=(writer, *callbacks))
+    live = live if live is not None else LiveRules()
+    live.configure(
+        run_dir, device.type, machine["epoch_floor_s"], config.early_stopping_patience, remeasure=remeasure
+    )
+    stats = record.GpuEpochStats(device)  # before the writer: the row is complete when written
+    result = fit(model, train_ds, val_ds, config, callbacks=(stats, writer, live, *callbacks))
     n_params = count_parameters(model)  # after fit: a frozen pointer head is not trainable
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -193,6 +248,9 @@ def train_run(
         k: kept.get(k)
         for k in (*_TRAIN_KEYS, "val_loss", "val_acc", "val_macro_f1", "majority_acc", "pointer_mae_bars")
     }
+    # The kept weights on the training rows as validation is measured: eval mode, no augmentation.
+    train_eval = evaluate_dataset(model, train_ds, config, device)
+    val_metrics.update({f"train_{k}_eval": v for k, v in train_eval.items()})
     epoch_times = [row["epoch_time_s"] for row in result.history]
     atomic_write_json(
         run_dir / "summary.json",
@@ -208,8 +266,14 @@ def train_run(
             "epochs_run": result.n_epochs_run,
             "best_epoch": kept.get("epoch"),  # 1-based, as the "epoch" field of metrics.jsonl
             "stopped_early": result.stopped_early,
+            # How the reported epoch was chosen: on the same validation rows its metrics come from.
+            "selected_by": "min val_loss on the validation rows (early stopping)"
+            if config.early_stopping_patience > 0 and len(val_idx)
+            else "last epoch",
+            "metrics_schema": METRICS_SCHEMA,
             "metrics": val_metrics,
             "train_time_s": result.train_time_s,
+            "gpu_util_error": stats.util_error,  # why NVML utilization is missing from metrics.jsonl
             "mean_epoch_time_s": float(np.mean(epoch_times)) if epoch_times else None,
         },
     )

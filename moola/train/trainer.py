@@ -154,6 +154,30 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return loss, float(np.mean(pred == y.cpu().numpy())), pred
 
 
+def evaluate_dataset(
+    model: nn.Module, ds: WindowDataset, config: TrainConfig, device: str | torch.device | None = None
+) -> dict[str, float | None]:
+    """Eval-mode loss (the training objective, pointer term included when the config trains pointers),
+    accuracy and macro-F1 of ``model`` on ``ds`` (features already transformed); restores the mode."""
+    dev = resolve_device(device if device is not None else config.device)
+    with_ptr = bool(config.predict_pointers and ds.pointers is not None)
+    data = _to_device(ds, dev, with_ptr, "evaluation")
+    if len(ds) == 0:
+        return {"loss": None, "acc": None, "macro_f1": None}
+    was_training = model.training
+    try:
+        loss, pred, _ = _evaluate(model.to(dev), data, config.pointer_loss_weight)
+    finally:
+        model.train(was_training)
+    n_classes = getattr(model, "hparams", {}).get("n_classes")
+    y = np.asarray(ds.y)
+    return {
+        "loss": loss,
+        "acc": metrics.accuracy(y, pred),
+        "macro_f1": metrics.macro_f1(y, pred, n_classes),
+    }
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -262,8 +286,10 @@ def _train(
         seen = state.n_samples_seen_epoch
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": float(loss_sum.item()) / seen,
-            "train_acc": int(correct.item()) / seen,
+            # Running means over the epoch's augmented batches with dropout on, as the weights changed:
+            # not comparable with the eval-mode val_* figures (see evaluate_dataset).
+            "train_loss_running": float(loss_sum.item()) / seen,
+            "train_acc_running": int(correct.item()) / seen,
             "val_loss": None,
             "val_acc": None,
             "val_macro_f1": None,
@@ -288,9 +314,10 @@ def _train(
             row["majority_acc"] = metrics.majority_accuracy(y_train_np)
         _sync(device)
         row["train_time_s"] = train_time
+        row["samples_per_s"] = seen / train_time if train_time > 0 else None
         row["epoch_time_s"] = time.perf_counter() - t0
         history.append(row)
-        state.loss = row["train_loss"]
+        state.loss = row["train_loss_running"]
         cbs.fire("on_epoch_end", state)
         if state.stop_training:
             break
@@ -349,11 +376,13 @@ def fit_tensors(
     seed: int = 0,
     batch_size: int | None = None,
     lr: float | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> None:
     """The ``--fit MODULE:FUNC`` plug-in protocol, implemented by the built-in loop.
 
     Trains ``model`` in place for ``epochs`` epochs on X (N, T, F) float32 / y (N,) long: classification
     only, no validation, no early stopping, no augmentation; TrainConfig defaults for batch size and lr.
+    ``callbacks`` as for ``fit`` (the diagnostics' reference run stops once its comparison is decided).
     """
     dev = resolve_device(device)
     defaults = TrainConfig()
@@ -370,4 +399,4 @@ def fit_tensors(
     )
     X = torch.as_tensor(X, dtype=torch.float32).to(dev)
     y = torch.as_tensor(y, dtype=torch.long).to(dev)
-    _train(model, _Tensors(X, y, None, None), None, config, dev, callbacks=())
+    _train(model, _Tensors(X, y, None, None), None, config, dev, callbacks=callbacks)

@@ -299,18 +299,6 @@ def l2_penalty_dominates(model, X, y, epochs, device):
 
 
 # ---------------------------------------------------------------- coverage
-def sample_with_replacement(model, X, y, epochs, device):
-    """Batches drawn with torch.randint: each epoch repeats some windows and never sees about a third."""
-    opt = torch.optim.AdamW(_trainable(model), lr=1e-3)
-    model.train()
-    for _ in range(epochs):
-        for _ in range(0, len(X), BATCH):
-            idx = torch.randint(len(X), (BATCH,))
-            opt.zero_grad()
-            F.cross_entropy(model(X[idx]), y[idx]).backward()
-            opt.step()
-
-
 def half_the_windows_twice(model, X, y, epochs, device):
     """An index bug: each epoch walks the first half of the windows twice (N samples, N/2 distinct)."""
     opt = torch.optim.AdamW(_trainable(model), lr=1e-3)
@@ -386,7 +374,6 @@ BROKEN = {
     restore_stale_checkpoint: "outside_updates",
     huge_weight_decay: "weight_norm",
     l2_penalty_dominates: "weight_norm",
-    sample_with_replacement: "coverage",
     half_the_windows_twice: "coverage",
     optimizer_over_last_layer: "param_updates",
     detached_logits: "gradients",

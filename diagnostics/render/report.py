@@ -1,0 +1,111 @@
+"""The check report's files: the versioned JSON (the machine contract), and the Markdown and HTML rendered
+from that JSON, all written atomically through moola.io."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from diagnostics import PROG
+from diagnostics.render import html, markdown
+from diagnostics.render.common import counts
+from diagnostics.result import SCHEMA_VERSION, CheckResult, exit_code, worst
+
+
+def to_json(
+    results: Sequence[CheckResult], meta: dict[str, Any], created: str | None = None
+) -> dict[str, Any]:
+    """The versioned, machine-readable report (stable keys; bump SCHEMA_VERSION when they change)."""
+    from moola import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": PROG, "version": __version__},
+        "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "meta": dict(meta),
+        "verdict": worst(results).value,
+        "exit_code": exit_code(results),
+        "counts": counts(results),
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def to_markdown(results: Sequence[CheckResult], meta: dict[str, Any]) -> str:
+    """A PR-comment summary: verdict line, the table, then evidence and hints for each WARN/FAIL."""
+    return markdown.check_markdown(to_json(results, meta))
+
+
+KINDS = ("json", "md", "html")
+
+
+def report_paths(
+    report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None, partial: bool = False
+) -> list[tuple[Path, str]]:
+    """``(path, "json" | "md" | "html")`` for ``report_dir/report.{json,md,html}`` and ``json_path``; an
+    interrupted run's go beside them as ``report.partial.*`` / ``<json_path stem>.partial.json``, never over
+    them."""
+    infix = ".partial" if partial else ""
+    paths = []
+    if report_dir is not None:
+        paths += [(Path(report_dir) / f"report{infix}.{kind}", kind) for kind in KINDS]
+    if json_path is not None:
+        paths.append((Path(json_path).with_suffix(f"{infix}.json") if partial else Path(json_path), "json"))
+    return paths
+
+
+def render_all(payload: dict[str, Any], kinds: set[str]) -> dict[str, str]:
+    """Each requested kind's text, the Markdown and HTML rendered from the JSON exactly as it is saved
+    (sorted keys, strict values), so a saved report re-renders to the same bytes."""
+    import json
+
+    from moola.io import dumps_json
+
+    text = dumps_json(payload)
+    saved = json.loads(text)
+    out = {"json": text}
+    if "md" in kinds:
+        out["md"] = markdown.check_markdown(saved)
+    if "html" in kinds:
+        out["html"] = html.check_html(saved)
+    return out
+
+
+def write_reports(
+    results: Sequence[CheckResult],
+    meta: dict[str, Any],
+    report_dir: str | os.PathLike[str] | None,
+    json_path: str | os.PathLike[str] | None = None,
+    partial: bool = False,
+) -> list[Path]:
+    """Write the JSON, Markdown and HTML reports to ``report_paths``, each atomically.
+
+    Everything is rendered before the first byte is written, so a rendering bug cannot leave a
+    half-updated set either.
+    """
+    from moola.io import atomic_write_text
+
+    paths = report_paths(report_dir, json_path, partial)
+    rendered = render_all(to_json(results, meta), {kind for _, kind in paths})
+    return [atomic_write_text(path, rendered[kind]) for path, kind in paths]
+
+
+def discard_partial_reports(
+    report_dir: str | os.PathLike[str] | None, json_path: str | os.PathLike[str] | None = None
+) -> None:
+    """A complete run supersedes an earlier interrupted one: remove its partial files."""
+    for path, _kind in report_paths(report_dir, json_path, partial=True):
+        path.unlink(missing_ok=True)
+
+
+def write_html(path: str | os.PathLike[str], payload: dict[str, Any], kind: str = "check") -> Path:
+    """Write the HTML page of a check, gate or sensitivity payload atomically, rendered from the JSON as
+    it would be saved (so re-rendering the saved JSON gives the same page)."""
+    import json
+
+    from moola.io import atomic_write_text, dumps_json
+
+    render = {"check": html.check_html, "gate": html.gate_html, "sensitivity": html.sensitivity_html}[kind]
+    return atomic_write_text(path, render(json.loads(dumps_json(payload))))
