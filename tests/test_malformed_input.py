@@ -191,13 +191,18 @@ def test_every_check_survives_numerically_hostile_data(table: pa.Table, split: s
     from diagnostics.commands import run_checks
     from diagnostics.context import Thresholds
     from diagnostics.loading import build_context
+    from moola.config import TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "windows.parquet"
         pq.write_table(table, path)
         try:
             load_windows(path)
-            ctx = build_context(data=path, split=split, device="cpu", thresholds=Thresholds(sanity_epochs=1))
+            # One epoch everywhere, stability's runs included (two of them, in this process).
+            thresholds = Thresholds(sanity_epochs=1, stability_runs=2)
+            config = TrainConfig(n_epochs=1)
+            ctx = build_context(data=path, split=split, device="cpu", thresholds=thresholds, config=config)
+            ctx.workers = 1
             results = run_checks(ctx)  # a check that raises shows up as a "crashed" FAIL result
         except MoolaError as err:  # e.g. zero prices, a single class, a split too small
             assert "\n" not in str(err)

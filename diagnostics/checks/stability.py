@@ -30,20 +30,14 @@ CHECK = "stability"
 
 
 def sample_rows(ctx: DiagContext) -> np.ndarray:
-    """The rows the runs train on: all of them, or a stratified sample of
-    ``Thresholds.stability_max_windows`` (seeded by ``--seed``), so the runs' cost stays bounded as the
-    data grows; the report says so."""
-    n, cap = len(ctx.dataset), int(ctx.thresholds.stability_max_windows)
-    if n <= cap:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng(int(ctx.config.seed))
-    y = ctx.dataset.y
-    # Each class keeps its share (at least 2 windows, so it can be both trained and held out).
-    take = [
-        rng.choice(np.flatnonzero(y == c), max(2, round(cap * np.mean(y == c))), replace=False)
-        for c in np.unique(y)
-    ]
-    return np.sort(np.concatenate(take))[: max(cap, 2 * len(take))]
+    """The rows the runs train on: all of them, or a stratified, seeded sample of
+    ``Thresholds.stability_max_windows`` (``diagnostics.sampling``, as the other training findings), so
+    the runs' cost stays bounded as the data grows; the report says so."""
+    from diagnostics.sampling import stratified_subsample
+
+    rows = np.arange(len(ctx.dataset), dtype=np.int64)
+    cap = int(ctx.thresholds.stability_max_windows)
+    return stratified_subsample(rows, ctx.dataset.y, cap, int(ctx.config.seed))
 
 
 def _data(ctx: DiagContext):
