@@ -18,6 +18,7 @@ Environment knobs (read when a benchmark is set up):
                          per trial, so every trial draws fresh seeds)
 ``MOOLA_BENCH_QUALITY_RECIPE``  JSON of TrainConfig fields overriding the quality recipe (tests: fewer
                          epochs at a higher learning rate)
+``MOOLA_BENCH_QUALITY_WORKERS``  processes a quality benchmark trains in (0: every core)
 
 Gate attributes (on a benchmark method or its class; asv ignores them): ``gate_factor`` (timing ratio
 that counts as a regression, default 1.10), ``gate_rounds`` (interleaved samples per revision, default

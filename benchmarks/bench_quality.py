@@ -56,7 +56,10 @@ class Quality:
         config = replace(TrainConfig(model=model, device="cpu"), **_recipe_overrides())
         plan = quality.default_plan(ds, config, runs, split="random", first_seed=first)
         holdout = generate(HOLDOUT_WINDOWS, seed=HOLDOUT_SEED)
-        self._estimate = lambda: quality.estimate(ds, plan, holdout=holdout, workers=1)
+        # Every core: when the other side's runs are cached (a base already measured), this side trains
+        # on both; when both train, four processes share two cores at no loss of throughput.
+        workers = env_int("MOOLA_BENCH_QUALITY_WORKERS", 0) or None
+        self._estimate = lambda: quality.estimate(ds, plan, holdout=holdout, workers=workers)
         self._result = None
 
     def _values(self, metric: str) -> Distribution:
