@@ -480,13 +480,11 @@ class QualityComparison:
 
 
 def _summary(values: np.ndarray) -> dict[str, Any]:
-    from scipy import stats
+    """One side's runs as the report shows them: mean, sd, 95% Student-t CI, n, every value."""
+    from diagnostics.quality.summary import summarize
 
-    n = int(values.size)
-    mean = float(values.mean()) if n else float("nan")
-    sd = float(values.std(ddof=1)) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "sd": sd, "ci": [mean - half, mean + half], "n": n, "values": values.tolist()}
+    s = summarize("", values.tolist())
+    return {"mean": s.mean, "sd": s.sd, "ci": [s.ci_low, s.ci_high], "n": s.n, "values": list(s.values)}
 
 
 def compare_quality(
@@ -507,34 +505,22 @@ def compare_quality(
     b = np.asarray([v for v in base if math.isfinite(v)], dtype=np.float64)
     h = np.asarray([v for v in head if math.isfinite(v)], dtype=np.float64)
     sign = 1.0 if higher_is_better else -1.0
-    if b.size < 2 or h.size < 2:
-        return QualityComparison(
-            name,
-            unit,
-            higher_is_better,
-            threshold,
-            _summary(b),
-            _summary(h),
-            math.nan,
-            (math.nan, math.nan),
-            1.0,
-            1.0,
-            "missing",
-        )
-    drop = sign * float(b.mean() - h.mean())
-    vb, vh = b.var(ddof=1) / b.size, h.var(ddof=1) / h.size
-    se = math.sqrt(vb + vh)
-    if se == 0.0:  # identical constant samples: no evidence either way unless the means differ
-        p_worse = 0.0 if drop > 0 else 1.0
-        p_better = 0.0 if drop < 0 else 1.0
-        ci = (drop, drop)
-    else:
-        df = (vb + vh) ** 2 / (vb**2 / (b.size - 1) + vh**2 / (h.size - 1))
-        t = drop / se
-        p_worse, p_better = float(stats.t.sf(t, df)), float(stats.t.cdf(t, df))
-        half = float(stats.t.ppf(0.975, df)) * se
-        ci = (drop - half, drop + half)
-    verdict = _quality_verdict(drop, p_worse, p_better, threshold, alpha)
+    drop, ci, p_worse, p_better = math.nan, (math.nan, math.nan), 1.0, 1.0
+    if b.size >= 2 and h.size >= 2:
+        drop = sign * float(b.mean() - h.mean())
+        vb, vh = b.var(ddof=1) / b.size, h.var(ddof=1) / h.size
+        se = math.sqrt(vb + vh)
+        if se == 0.0:  # constant samples: no evidence either way unless the means differ
+            p_worse, p_better, ci = (0.0 if drop > 0 else 1.0), (0.0 if drop < 0 else 1.0), (drop, drop)
+        else:
+            df = (vb + vh) ** 2 / (vb**2 / (b.size - 1) + vh**2 / (h.size - 1))
+            t = drop / se
+            p_worse, p_better = float(stats.t.sf(t, df)), float(stats.t.cdf(t, df))
+            half = float(stats.t.ppf(0.975, df)) * se
+            ci = (drop - half, drop + half)
+    verdict = (
+        _quality_verdict(drop, p_worse, p_better, threshold, alpha) if math.isfinite(drop) else "missing"
+    )
     return QualityComparison(
         name,
         unit,
