@@ -125,7 +125,7 @@ RunsOpt = Annotated[
     int | None,
     typer.Option(
         "--runs",
-        help="stability: training runs of the quality estimator (default 5: each window scored once; "
+        help="stability: training runs of the quality estimator (default 4, two rounds on 2 cores; "
         "cached, so a rerun costs nothing).",
         metavar="N",
     ),

@@ -100,10 +100,10 @@ class Thresholds:
     min_class_share: float = 0.10
     # leakage: equal OHLC bars at one consistent offset; chance equality of 8 float price bars is ~impossible
     min_shared_bars: int = 8
-    # stability: runs of the quality estimator in check-all (one pass of 5-fold: every window scored once);
-    # --runs raises it. The per-run gain over the constant the pointer head must clear, and the share of
-    # windows every run gets wrong above which the labels deserve a look.
-    stability_runs: int = 5
+    # stability: runs of the quality estimator in check-all (4: two rounds of the 2-core pool, so check-all
+    # stays near 30 s cold; --runs raises it). The per-run gain over the constant the pointer head must
+    # clear, and the share of windows every run gets wrong above which the labels deserve a look.
+    stability_runs: int = 4
     # stability trains on at most this many windows (a stratified, seeded sample beyond it): 60 epochs of
     # the recipe on 400 windows cost ~2x the default set's runs; the interval is over seeds, not rows
     stability_max_windows: int = 400

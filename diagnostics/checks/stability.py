@@ -95,7 +95,12 @@ def prefetch(ctx: DiagContext) -> None:
     workers = min(ctx.workers or quality.default_workers(), len(plan.seeds))
     pool = ctx.executor
     if pool is None and workers > 1:
+        import torch
+
         pool = ctx.cache["quality_pool"] = quality.local_pool(workers)
+        # The pool's processes take their cores: the checks in this process get what is left (>= 1),
+        # rather than torch threads spinning against them.
+        torch.set_num_threads(max(1, quality.default_workers() - workers))
     pending: Future[QualityEstimate] = Future()
 
     def work() -> None:
