@@ -487,7 +487,7 @@ def sensitivity_command(
         )
     s = res["summary"]
     injected = (
-        f"label flips of {flip:.0%} (mean accuracy drop {s['injected_accuracy_drop_mean'] or 0:.4f})"
+        f"label flips of {flip:.1%} (mean accuracy drop {s['injected_accuracy_drop_mean'] or 0:.4f})"
         if family == "quality"
         else f"{slowdown:.0%} ({inject}) slowdowns"
     )
