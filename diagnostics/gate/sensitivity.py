@@ -315,7 +315,7 @@ def measure(
             trial_repo = Path(tmp) / "repo"
             base = snapshot_repo(src, trial_repo)
             what = (
-                f"flip {flip:.0%} of training labels"
+                f"flip {flip:.1%} of training labels"
                 if quality
                 else f"{inject} {slowdown:.0%} more in {family}"
             )
