@@ -16,6 +16,7 @@ a model other than the one it was given is a ``MoolaError`` (one line, exit 2): 
 from __future__ import annotations
 
 import functools
+import os
 import random
 import time
 from collections.abc import Callable
@@ -121,17 +122,38 @@ class _FitTimeout(BaseException):
     loop must not swallow it)."""
 
 
-def call_with_limit(fn: Callable[[], Any], limit_s: float) -> Any:
+def _in_library_internals(frame: Any) -> bool:
+    """Whether the innermost Python frame is torch's or contextlib's own code. An exception raised there can
+    stop half-way through a context manager's ``__enter__`` (torch's function-mode dispatch pops the mode and
+    re-pushes it only when a suspended generator is finalized, later; ``no_grad`` can leave grad mode off), so
+    the time limit waits for the fit's own code instead."""
+    import contextlib
+
+    import torch
+
+    filename = frame.f_code.co_filename if frame is not None else ""
+    return filename.startswith(os.path.dirname(torch.__file__) + os.sep) or filename == contextlib.__file__
+
+
+def call_with_limit(
+    fn: Callable[[], Any], limit_s: float, defer_s: float = 0.002, max_defer_s: float = 1.0
+) -> Any:
     """``fn()``, interrupted with ``_FitTimeout`` after ``limit_s`` seconds (SIGALRM; only where it exists and
-    on the main thread, else unlimited). Unwinding inside the fit leaves no thread spinning behind."""
+    on the main thread, else unlimited). Unwinding inside the fit leaves no thread spinning behind. When the
+    alarm lands inside torch's or contextlib's internals it is re-armed every ``defer_s`` for up to
+    ``max_defer_s``, then raised regardless (a loop that never leaves torch's code is still stopped)."""
     import signal
     import threading
 
     usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not usable or limit_s <= 0:
         return fn()
+    deadline = time.perf_counter() + limit_s + max_defer_s
 
     def on_alarm(signum: int, frame: Any) -> None:
+        if _in_library_internals(frame) and time.perf_counter() < deadline:
+            signal.setitimer(signal.ITIMER_REAL, defer_s)
+            return
         raise _FitTimeout()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
