@@ -14,8 +14,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnostics.registry import CHECK_ORDER, cancel_prefetch, get_check, require_known, start_prefetch
-from diagnostics.render import discard_partial_reports, write_reports
+from diagnostics.registry import (
+    CHECK_ORDER,
+    cancel_prefetch,
+    get_check,
+    has_prefetch,
+    require_known,
+    start_prefetch,
+)
+from diagnostics.render import discard_partial_reports, prerender, write_reports
 from diagnostics.result import CheckResult, Status
 from moola.errors import Interrupted, MoolaError, where_raised
 
@@ -85,15 +92,19 @@ def run_checks(
     debug: bool = False,
     results: list[CheckResult] | None = None,
     progress: Callable[[str], None] | None = None,
+    before_waiting: Callable[[list[CheckResult]], None] | None = None,
 ) -> list[CheckResult]:
     """Run the named checks in order, appending to ``results`` (so an interrupted caller keeps what
     finished). A MoolaError (user mistake) propagates; any other exception becomes a FAIL result for
     that check (re-raised with ``debug``) so the other checks still run. ``progress(name)`` is called
-    as each check starts."""
+    as each check starts; ``before_waiting(results so far)`` before a check whose work runs in the
+    background (what is done meanwhile costs no time while that work still trains)."""
     results = [] if results is None else results
     for name in names:
         if progress is not None:
             progress(name)
+        if before_waiting is not None and results and has_prefetch(name):
+            before_waiting(results)
         try:
             found = list(get_check(name)(ctx))
         except MoolaError:
@@ -183,9 +194,16 @@ def run(
         ctx.thresholds = replace(ctx.thresholds, stability_runs=int(options.runs))
     results: list[CheckResult] = []
     try:
+
+        def prepare_report(done: list[CheckResult]) -> None:
+            if options.report_dir is not None:  # the HTML page's plots, drawn while the runs train
+                prerender(done, build_meta(ctx, names))
+
         if len(names) > 1:  # work of a later check that can run beside the earlier ones starts now
             start_prefetch(names, ctx)
-        run_checks(ctx, names, debug=options.debug, results=results, progress=progress)
+        run_checks(
+            ctx, names, debug=options.debug, results=results, progress=progress, before_waiting=prepare_report
+        )
     except KeyboardInterrupt as interrupt:
         cancel_prefetch(ctx)
         raise _interrupted(ctx, names, results, options, start, interrupt) from None

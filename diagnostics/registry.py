@@ -50,6 +50,12 @@ def start_prefetch(names: Sequence[str], ctx: DiagContext) -> None:
             _PREFETCH[name][0](ctx)
 
 
+def has_prefetch(name: str) -> bool:
+    """Whether ``name``'s work runs in the background (its check may wait for it)."""
+    get_check(name)
+    return name in _PREFETCH
+
+
 def cancel_prefetch(ctx: DiagContext) -> None:
     for _, cancel in _PREFETCH.values():
         if cancel is not None:

@@ -262,6 +262,18 @@ def test_run_without_typer_returns_results_and_meta():
     assert [r.status for r in run_checks(ctx, ("params",))] == [Status.PASS]
 
 
+def test_work_before_a_background_check_gets_the_results_so_far(monkeypatch):
+    from diagnostics import commands
+
+    monkeypatch.setattr(commands, "has_prefetch", lambda name: name == "config")  # as stability is
+    seen = []
+    results = run_checks(
+        build_context(), ("params", "config"), before_waiting=lambda done: seen.append(list(done))
+    )
+    assert [{r.check for r in done} for done in seen] == [{"params"}]  # once, before config, with params'
+    assert {r.check for r in results} == {"params", "config"}
+
+
 # --------------------------------------------------------------------------- the whole suite
 
 

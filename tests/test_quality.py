@@ -102,6 +102,39 @@ def test_a_local_process_pool_gives_the_in_process_numbers(ds):
     assert [r.scores for r in pooled.runs] == [r.scores for r in serial.runs]
 
 
+ORPHAN_SCRIPT = """
+import sys, time
+from diagnostics import quality
+if __name__ == "__main__":
+    pool = quality.local_pool(2)
+    futures = [pool.submit(time.sleep, 120) for _ in range(2)]
+    time.sleep(1.0)  # both workers started and sleeping
+    print(" ".join(str(p.pid) for p in pool._processes.values()), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_killing_the_caller_kills_its_pool_workers(tmp_path):
+    """A SIGKILLed check-all or gate worker cannot clean up: its runs must not train on as orphans."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "caller.py"
+    script.write_text(ORPHAN_SCRIPT)
+    caller = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in caller.stdout.readline().split()]
+    finally:
+        caller.kill()
+        caller.wait()
+    assert len(pids) == 2
+    alive = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
+    _, still = psutil.wait_procs(alive, timeout=30)
+    assert not [p for p in still if p.status() != psutil.STATUS_ZOMBIE]
+
+
 def test_the_cache_key_moves_with_data_recipe_and_seed(ds, tmp_path):
     cache = quality.RunCache(tmp_path)
     plan = quality.default_plan(ds, TINY, runs=1)

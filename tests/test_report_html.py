@@ -152,3 +152,23 @@ def test_sensitivity_page_plots_each_trials_largest_ratio():
     )
     assert 'data-plot="sensitivity-ratios"' in page and page.count("<svg") == 1
     assert "detected 2/2 injected 20% slowdowns; 1/2 false alarms" in page
+
+
+def test_plots_drawn_while_the_runs_train_are_reused_by_the_page(monkeypatch):
+    """check-all draws the finished checks' plots while the stability runs train (``prerender``): the final
+    page must draw none of them again, and be the page it would have been without."""
+    from diagnostics.render import plots, prerender
+
+    results = check_results()
+    plots._drawn.cache_clear()
+    expected = html.check_html(check_payload())
+    plots._drawn.cache_clear()
+    drawn = []
+    real = plots.render
+    monkeypatch.setattr(plots, "render", lambda fn, *args: drawn.append(fn) or real(fn, *args))
+    prerender(results[:-1], META)  # everything but the last finding: its check is still running
+    before = len(drawn)
+    assert before >= 9
+    page = html.check_html(check_payload())
+    assert len(drawn) == before + 1  # only the last finding's plot is new
+    assert page == expected

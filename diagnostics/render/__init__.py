@@ -19,6 +19,7 @@ from diagnostics.render.common import (
 )
 from diagnostics.render.report import (
     discard_partial_reports,
+    prerender,
     report_paths,
     to_json,
     to_markdown,
@@ -32,6 +33,7 @@ __all__ = [
     "counts",
     "discard_partial_reports",
     "meta_line",
+    "prerender",
     "print_report",
     "render_table",
     "report_paths",

@@ -8,7 +8,9 @@ only, when a page is rendered, so the CLI's ``--help`` never pays for it.
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -82,18 +84,30 @@ def to_svg(fig: Figure) -> str:
 
 
 def finding_plots(finding: Finding, context: Context) -> list[tuple[str, str]]:
-    """``[(plot id, svg)]`` for one finding: its registered plot, and a distribution of per-run lists."""
-    out = []
-    key = (finding.get("check", ""), finding.get("name", ""))
+    """``[(plot id, svg)]`` for one finding: its registered plot, and a distribution of per-run lists.
+
+    Memoized on the finding, the thresholds (all a plot reads of the context) and the plot functions, so a
+    command can draw the plots of the findings it already has while its background work still trains
+    (``report.prerender``) and the final page reuses them."""
     candidates = []
-    if key in _PLOTS:
-        candidates.append(_PLOTS[key])
+    check_and_name = (finding.get("check", ""), finding.get("name", ""))
+    if check_and_name in _PLOTS:
+        candidates.append(_PLOTS[check_and_name])
     values = finding.get("values", {})
     if isinstance(values.get("runs"), Mapping) or isinstance(values.get("summary"), Mapping):
         candidates.append(("run-distribution", run_distribution))
-    for plot_id, fn in candidates:
-        out.append((plot_id, render(fn, finding, context)))
-    return [(pid, svg) for pid, svg in out if svg]
+    if not candidates:
+        return []
+    key = json.dumps([finding, context.get("thresholds")], sort_keys=True, default=str)
+    return list(_drawn(key, tuple(candidates)))
+
+
+@functools.lru_cache(maxsize=256)
+def _drawn(key: str, candidates: tuple[tuple[str, PlotFn], ...]) -> tuple[tuple[str, str], ...]:
+    finding, thresholds = json.loads(key)
+    context = {"thresholds": thresholds or {}}
+    drawn = ((plot_id, render(fn, finding, context)) for plot_id, fn in candidates)
+    return tuple((plot_id, svg) for plot_id, svg in drawn if svg)
 
 
 def render(fn: PlotFn, *args: Any) -> str:

@@ -3,6 +3,7 @@ from that JSON, all written atomically through moola.io."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnostics import PROG
-from diagnostics.render import html, markdown
+from diagnostics.render import html, markdown, plots
 from diagnostics.render.common import counts
 from diagnostics.result import SCHEMA_VERSION, CheckResult, exit_code, worst
 
@@ -71,6 +72,22 @@ def render_all(payload: dict[str, Any], kinds: set[str]) -> dict[str, str]:
     if "html" in kinds:
         out["html"] = html.check_html(saved)
     return out
+
+
+def prerender(results: Sequence[CheckResult], meta: dict[str, Any]) -> None:
+    """Draw the plots of the findings already known (memoized in ``plots``) and load what the last check
+    and the page need, while a check's background runs still train: the report at the end then costs
+    only the plots of what is new. Quietly does nothing where a plot fails (the page will say so)."""
+    import json
+
+    from diagnostics.quality.summary import t_quantile
+    from moola.io import dumps_json
+
+    t_quantile(0.975, 3)  # loads scipy.stats, which the stability summaries need
+    saved = json.loads(dumps_json(to_json(results, meta)))
+    for finding in saved["results"]:
+        with contextlib.suppress(Exception):
+            plots.finding_plots(finding, saved["meta"])
 
 
 def write_reports(
