@@ -175,6 +175,10 @@ def test_summary_interval_and_placement():
     assert s.ci_high - s.mean == pytest.approx(2.776 * s.sd / 5**0.5, rel=1e-3)
     p = quality.place(0.9, s)
     assert (p.below, p.equal, p.above) == (4, 1, 0) and p.percentile == pytest.approx(90.0)
+    # An accuracy's interval stays inside [0, 1]; a gain (a difference) may be negative.
+    high = quality.summarize("acc", [1.0, 0.9, 1.0, 0.95])
+    assert high.ci_high == 1.0 and high.mean + 3.18 * high.sd / 2 > 1.0
+    assert quality.summarize("gain", [-0.2, 0.1, 0.3]).ci_low < -0.5
 
 
 def test_a_time_fold_whose_training_has_one_class_is_one_line(ds):

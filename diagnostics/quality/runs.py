@@ -61,22 +61,11 @@ def _scores(
     import torch
 
     from moola.train import metrics
+    from moola.train.trainer import predict
 
-    model.eval()
     X = torch.as_tensor(np.ascontiguousarray(ds.X, dtype=np.float32))
-    logits, ptrs = [], []
-    with torch.no_grad():
-        for start in range(0, len(X), 512):
-            out = (
-                model(X[start : start + 512], with_pointers=True)
-                if with_pointers
-                else model(X[start : start + 512])
-            )
-            if with_pointers:
-                out, p = out
-                ptrs.append(p)
-            logits.append(out)
-    log_p = torch.log_softmax(torch.cat(logits), dim=1).double().numpy()
+    logits, ptrs = predict(model, X, with_pointers)
+    log_p = torch.log_softmax(logits, dim=1).double().numpy()
     y = np.asarray(ds.y, dtype=np.int64)
     n_classes = log_p.shape[1]
     pred = log_p.argmax(axis=1)
@@ -95,7 +84,7 @@ def _scores(
     }
     if with_pointers and ds.pointers is not None and pointers_train is not None:
         length = ds.X.shape[1]
-        scores["pointer_mae_bars"] = metrics.pointer_mae_bars(torch.cat(ptrs).numpy(), ds.pointers, length)
+        scores["pointer_mae_bars"] = metrics.pointer_mae_bars(ptrs.numpy(), ds.pointers, length)
         constant = np.median(pointers_train.astype(np.float64), axis=0)  # the MAE-optimal constant
         scores["pointer_baseline_mae_bars"] = float(np.abs(ds.pointers - constant[None, :]).mean())
     return scores, pred == y

@@ -23,6 +23,19 @@ METRIC_DOCS = {
     "pointer_baseline_mae_bars": "constant-pointer MAE (bars)",
 }
 
+# Where each score can lie: the interval of a mean is clipped to it (a t-interval over 4 accuracies near 0.95
+# would otherwise reach past 1). Differences between metrics (gains) are not clipped.
+BOUNDS = {
+    "acc": (0.0, 1.0),
+    "macro_f1": (0.0, 1.0),
+    "majority_acc": (0.0, 1.0),
+    "brier": (0.0, 2.0),
+    "log_loss": (0.0, math.inf),
+    "prior_log_loss": (0.0, math.inf),
+    "pointer_mae_bars": (0.0, math.inf),
+    "pointer_baseline_mae_bars": (0.0, math.inf),
+}
+
 
 @dataclass(frozen=True)
 class MetricSummary:
@@ -68,13 +81,14 @@ def summarize(metric: str, values: Iterable[float], confidence: float = 0.95) ->
     mean = float(v.mean())
     sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
     half = t_quantile(0.5 + confidence / 2, v.size - 1) * sd / math.sqrt(v.size) if v.size > 1 else math.nan
+    low, high = BOUNDS.get(metric, (-math.inf, math.inf))
     return MetricSummary(
         metric=metric,
         n=int(v.size),
         mean=mean,
         sd=sd,
-        ci_low=mean - half,
-        ci_high=mean + half,
+        ci_low=max(mean - half, low),
+        ci_high=min(mean + half, high),
         median=float(np.median(v)),
         min=float(v.min()),
         max=float(v.max()),

@@ -138,6 +138,27 @@ def _evaluate(model: nn.Module, data: _Tensors, w: float) -> tuple[float, np.nda
     return float(loss_sum.item()) / n, pred, ptr
 
 
+@torch.no_grad()
+def predict(
+    model: nn.Module, X: torch.Tensor, with_pointers: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Eval-mode logits over every row of ``X`` (and the unit pointers with ``with_pointers``), batched;
+    the model is left in eval mode."""
+    model.eval()
+    logits, ptrs = [], []
+    for start in range(0, X.shape[0], EVAL_BATCH):
+        out = (
+            model(X[start : start + EVAL_BATCH], with_pointers=True)
+            if with_pointers
+            else model(X[start : start + EVAL_BATCH])
+        )
+        if with_pointers:
+            out, p = out
+            ptrs.append(p)
+        logits.append(out)
+    return torch.cat(logits), (torch.cat(ptrs) if with_pointers else None)
+
+
 def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float, np.ndarray]:
     """(mean cross-entropy, accuracy, int64 predictions) in eval mode without gradients; restores the mode.
 
