@@ -292,37 +292,24 @@ def _sync(device: torch.device) -> None:
 def measure_matmul_throughput(
     device: Any = "cpu", size: int | None = None, repeats: int = 8, fresh: bool = False
 ) -> float:
-    """Peak float32 matmul FLOP/s on ``device``: burn-in, then the best of ``repeats`` timed batches.
+    """Peak float32 matmul FLOP/s on ``device`` (``moola.train.record.measure_matmul_flops``: burn-in, then
+    the best of ``repeats`` timed batches).
 
     The best (not the mean) because the bound built on it must never be too high: a model cannot run its
     matmuls faster than a large square matmul does, and on a shared machine a neighbour's burst only ever
     makes a timing slower. The process keeps the best value it ever measured (``fresh`` measures again and
     still keeps the max). ~10-40 ms on a 2-core CPU (size 512).
     """
-    import torch
+    from moola.train.record import measure_matmul_flops
 
     dev = _as_device(device)
     n = int(size or (4096 if dev.type == "cuda" else 512))
     key = (str(dev), n)
     if key in _THROUGHPUT_CACHE and not fresh:
         return _THROUGHPUT_CACHE[key]
-    flops_per_mm = 2.0 * n**3
-    with torch.no_grad(), _rng_isolated(dev):
-        a = torch.randn(n, n, device=dev)
-        b = torch.randn(n, n, device=dev)
-        out = torch.empty(n, n, device=dev)
-        for _ in range(3):  # burn-in: thread pool / cuBLAS handle / clocks
-            torch.mm(a, b, out=out)
-        _sync(dev)
-        # Enough products per timing that timer resolution and launch latency do not matter.
-        k = max(2, int(5e8 // flops_per_mm)) if dev.type == "cpu" else max(2, int(2e12 // flops_per_mm))
-        best = 0.0
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(k):
-                torch.mm(a, b, out=out)
-            _sync(dev)
-            best = max(best, flops_per_mm * k / (time.perf_counter() - t0))
+    # Enough products per timing that timer resolution and launch latency do not matter.
+    budget = 5e8 if dev.type == "cpu" else 2e12
+    best = measure_matmul_flops(dev, n, repeats, flops_per_timing=budget, min_products=2, burn_in=3)
     best = max(best, _THROUGHPUT_CACHE.get(key, 0.0))
     _THROUGHPUT_CACHE[key] = best
     return best
@@ -338,40 +325,19 @@ def measure_step_latency(
     repeats: int = 9,
     fresh: bool = False,
 ) -> float:
-    """Seconds per time step of an nn.LSTM forward (inference mode) of this shape: the sequential floor.
+    """Seconds per time step of an nn.LSTM forward (inference mode) of this shape: the sequential floor
+    (``moola.train.record.measure_lstm_step_s``, the marginal cost of extra steps).
 
-    Measured as the marginal cost of extra steps, (t(T_long) - t(T_short)) / (T_long - T_short), each
-    t the minimum over interleaved repeats (so a neighbour's burst hits both lengths alike), which leaves
-    per-call overhead out. Why not time one nn.LSTMCell call: that pays Python/dispatcher overhead the
-    fused sequence kernel (oneDNN on CPU, cuDNN on GPU) does not, so it would overstate the floor.
     Training runs this much per step forward and at least as much again per step backward, so
     ``2 * T * latency`` per batch is a lower bound. The process keeps the smallest value it measured.
     """
-    import torch
+    from moola.train.record import measure_lstm_step_s
 
     dev = _as_device(device)
     key = (str(dev), batch, hidden, input_size, num_layers, bidirectional)
     if key in _LATENCY_CACHE and not fresh:
         return _LATENCY_CACHE[key]
-    t_short, t_long = 4, 36
-    with _rng_isolated(dev):
-        lstm = torch.nn.LSTM(
-            input_size, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True
-        ).to(dev)
-        xs = {steps: torch.randn(batch, steps, input_size, device=dev) for steps in (t_short, t_long)}
-    lstm.eval()
-    best = dict.fromkeys(xs, math.inf)
-    with torch.inference_mode():
-        for x in xs.values():
-            lstm(x)  # burn-in (primitive creation, allocator)
-        _sync(dev)
-        for _ in range(repeats):
-            for steps, x in xs.items():
-                t0 = time.perf_counter()
-                lstm(x)
-                _sync(dev)
-                best[steps] = min(best[steps], time.perf_counter() - t0)
-    per_step = max(0.0, (best[t_long] - best[t_short]) / (t_long - t_short))
+    per_step = measure_lstm_step_s(dev, input_size, hidden, batch, num_layers, bidirectional, repeats)
     per_step = min(per_step, _LATENCY_CACHE.get(key, math.inf))
     _LATENCY_CACHE[key] = per_step
     return per_step

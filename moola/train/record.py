@@ -83,19 +83,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_matmul_flops(device: torch.device, size: int | None = None, repeats: int = 12) -> float:
-    """Peak float32 matmul FLOP/s: burn-in, then the best of ``repeats`` short timings (a floor must never
-    be too high, and a neighbour only ever makes a timing slower: many timings shorter than a scheduler
-    slice give the best one a chance to run undisturbed). ~50 ms on a 2-core CPU."""
+def _rng_isolated(device: torch.device) -> Any:
+    """Measurements draw random tensors and init modules: the caller's RNG streams stay untouched."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def measure_matmul_flops(
+    device: torch.device,
+    size: int | None = None,
+    repeats: int = 12,
+    flops_per_timing: float | None = None,
+    min_products: int = 1,
+    burn_in: int = 2,
+) -> float:
+    """Peak float32 matmul FLOP/s: burn-in, then the best of ``repeats`` timings of ``k`` products each (a
+    floor must never be too high, and a neighbour only ever makes a timing slower: many timings shorter
+    than a scheduler slice give the best one a chance to run undisturbed). ``k`` is what
+    ``flops_per_timing`` buys (default 2e8 on a CPU, 2e12 on a GPU), at least ``min_products``. ~50 ms on a
+    2-core CPU. The one implementation: the diagnostics' epoch bound calls it too."""
     n = int(size or (4096 if device.type == "cuda" else 512))
     flops = 2.0 * n**3
-    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    budget = flops_per_timing or (2e8 if device.type == "cpu" else 2e12)
+    with torch.no_grad(), _rng_isolated(device):
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         out = torch.empty(n, n, device=device)
-        for _ in range(2):
+        for _ in range(burn_in):  # thread pool, cuBLAS handle, clocks
             torch.mm(a, b, out=out)
         _sync(device)
-        k = max(1, int((2e8 if device.type == "cpu" else 2e12) // flops))
+        k = max(min_products, int(budget // flops))
         best = 0.0
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -106,24 +121,30 @@ def measure_matmul_flops(device: torch.device, size: int | None = None, repeats:
     return best
 
 
-def measure_lstm_step_s(device: torch.device, lstm: nn.LSTM, batch: int, repeats: int = 9) -> float:
-    """Seconds per time step of an LSTM of this shape at this batch: the marginal cost of extra steps
-    (t(36) - t(4)) / 32, each the minimum over interleaved repeats, so per-call overhead is left out."""
+def measure_lstm_step_s(
+    device: torch.device,
+    input_size: int,
+    hidden_size: int,
+    batch: int,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    repeats: int = 9,
+) -> float:
+    """Seconds per time step of an nn.LSTM forward of this shape at this batch (inference mode): the marginal
+    cost of extra steps, (t(36) - t(4)) / 32, each the minimum over interleaved repeats, so per-call
+    overhead is left out (timing one LSTMCell call would pay dispatcher overhead the fused sequence kernel
+    does not). The one implementation: the diagnostics' epoch bound calls it too."""
     short, long_ = 4, 36
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with _rng_isolated(device):
         probe = nn.LSTM(
-            lstm.input_size,
-            lstm.hidden_size,
-            num_layers=lstm.num_layers,
-            bidirectional=lstm.bidirectional,
-            batch_first=True,
+            input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional, batch_first=True
         ).to(device)
-        xs = {t: torch.randn(batch, t, lstm.input_size, device=device) for t in (short, long_)}
+        xs = {t: torch.randn(batch, t, input_size, device=device) for t in (short, long_)}
     probe.eval()
     best = dict.fromkeys(xs, math.inf)
     with torch.inference_mode():
         for x in xs.values():
-            probe(x)
+            probe(x)  # burn-in: primitive creation, allocator
         _sync(device)
         for _ in range(repeats):
             for t, x in xs.items():
@@ -148,7 +169,10 @@ def _lstms(model: nn.Module) -> list[tuple[str, nn.LSTM]]:
 def measure_machine(model: nn.Module, device: torch.device, batch: int) -> dict[str, Any]:
     """The measured speeds the epoch lower bound uses, for this model's LSTM shapes at ``batch``."""
     t0 = time.perf_counter()
-    lstm = {name: measure_lstm_step_s(device, m, batch) for name, m in _lstms(model)}
+    lstm = {
+        name: measure_lstm_step_s(device, m.input_size, m.hidden_size, batch, m.num_layers, m.bidirectional)
+        for name, m in _lstms(model)
+    }
     return {
         "device": str(device),
         "device_name": device_name(device),
