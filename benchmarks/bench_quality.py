@@ -6,7 +6,7 @@ measured revision's own quality estimator (``diagnostics.quality``), and scores 
 fresh synthetic hold-out set of 2,000 windows from the same generator: scored on 35 windows, binomial
 noise alone would be +-0.06; on 2,000 it is +-0.008, so the spread left is the recipe's own.
 
-The gate compares base and head as two independent distributions (Welch, one-sided, Holm over the
+The gate compares base and head as two independent distributions (Mann-Whitney, one-sided, Holm over the
 family) and calls a regression only when the drop is significant AND beyond ``gate_threshold``. The two
 big models cost 40-70 s a run on one core: defined here (asv tracks them) but gated only when ``--bench``
 selects them (``gate_default = False``), so the default gate stays within its time budget.

@@ -168,7 +168,7 @@ def gate_command(
         typer.Option(
             "--quality-alpha",
             help="Family-wise significance level over the quality benchmarks (base and head as two"
-            " independent samples of fresh-seed runs; one-sided Welch, Holm-adjusted).",
+            " independent samples of fresh-seed runs; one-sided Mann-Whitney, Holm-adjusted).",
         ),
     ] = 0.02,
     markdown: Annotated[

@@ -339,7 +339,7 @@ def run(
     ``factor`` overrides every benchmark's own ``gate_factor`` (default 1.10) and ``rounds`` its
     ``gate_rounds`` (default 15); ``processes`` worker pairs share the rounds one after another;
     ``alpha`` is the family-wise significance level over all timed benchmarks (Holm), ``quality_alpha``
-    over the quality benchmarks (distributions of trained-model scores; Holm, one-sided Welch; a
+    over the quality benchmarks (distributions of trained-model scores; Holm, one-sided Mann-Whitney; a
     benchmark with ``gate_default = False`` only when ``bench`` selects it). Raises MoolaError for bad input
     (unknown revision, bad option, a ``bench`` selecting nothing, a malformed acceptance file);
     everything that goes wrong while measuring ends up in ``report.errors`` (exit code 2) so the

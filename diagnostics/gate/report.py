@@ -75,7 +75,7 @@ class GateReport:
         for q in self.quality:
             if q.verdict == "regression":
                 out.append(
-                    f"{q.name}: mean {q.base['mean']:.4f} -> {q.head['mean']:.4f} (worse by {q.drop:.4f}, 95% CI"
+                    f"{q.name}: mean {q.base['mean']:.4f} -> {q.head['mean']:.4f} (worse by {q.drop:.4f}, Hodges-Lehmann, 95% CI"
                     f" {q.drop_ci[0]:.4f}–{q.drop_ci[1]:.4f}, p={q.p_adjusted if q.p_adjusted is not None else q.p_worse:.2g},"
                     f" {q.base['n']} vs {q.head['n']} runs)"
                 )
@@ -269,8 +269,8 @@ class GateReport:
             "Timing/peak-RSS regression = paired one-sided Wilcoxon signed-rank p (Holm-adjusted) < alpha AND"
             " Hodges-Lehmann head/base > the benchmark's factor; counters regress beyond their tolerance"
             " unless benchmarks/accepted.json accepts the new value. Quality regression = base and head as two"
-            " independent samples of fresh-seed runs, one-sided Welch p (Holm over the quality family) <"
-            f" {self.settings.get('quality_alpha', 0.02)} AND a drop beyond the benchmark's threshold."
+            " independent samples of fresh-seed runs, one-sided Mann-Whitney p (Holm over the quality family) <"
+            f" {self.settings.get('quality_alpha', 0.02)} AND a Hodges-Lehmann drop beyond the benchmark's threshold."
         )
         return "\n".join(lines) + "\n"
 
