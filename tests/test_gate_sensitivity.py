@@ -59,3 +59,32 @@ def test_unknown_family_or_injection_is_a_user_error() -> None:
         patch_family("gpu", 0.2)
     with pytest.raises(MoolaError, match="--inject"):
         measure(trials=0, inject="nap", out=None)
+
+
+def test_saved_quality_trials_are_redecided_by_the_current_rule(tmp_path):
+    """scripts/rescore-quality-trials judges the runs a sensitivity record saved with today's rule."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+
+    def trial(drop: float, exit_code: int) -> dict:
+        base, head = rng.normal(0.83, 0.03, 24), rng.normal(0.83 - drop, 0.03, 24)
+        q = {"name": "bench_quality.Quality.track_holdout_accuracy(jade_compact)", "unit": "accuracy",
+             "threshold": 0.02, "higher_is_better": True,
+             "base": {"values": base.tolist()}, "head": {"values": head.tolist()}}  # fmt: skip
+        return {"quality": [q], "exit_code": exit_code, "head_variant": "slow"}
+
+    record = tmp_path / "trials.json"
+    record.write_text(json.dumps({"slow": [trial(0.05, 0)], "identical": [trial(0.0, 0)]}))
+    from pathlib import Path
+
+    script = [str(Path(__file__).resolve().parents[1] / "scripts" / "rescore-quality-trials")]
+    out = subprocess.run([sys.executable, *script, str(record)], capture_output=True, text=True, check=True)
+    assert "slow: 1/1 flagged by the current rule (0/1 by the gate that ran them)" in out.stdout
+    assert "identical: 0/1 flagged" in out.stdout
+    bad = subprocess.run([sys.executable, *script, "pyproject.toml"], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
