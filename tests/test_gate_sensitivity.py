@@ -61,6 +61,31 @@ def test_unknown_family_or_injection_is_a_user_error() -> None:
         measure(trials=0, inject="nap", out=None)
 
 
+def test_quality_trials_draw_one_fresh_seed_block_each_from_first_trial_on(monkeypatch) -> None:
+    """--first-trial moves every trial onto seeds no earlier trial used; both sides share the block."""
+    import diagnostics.gate.sensitivity as sens
+
+    seen: list[tuple[str, str]] = []
+
+    class Report:
+        def to_dict(self) -> dict:
+            row = {"name": "q", "verdict": "ok", "drop": 0.0, "base": {"mean": 0.8}, "p_worse": 0.5}
+            return {"exit_code": 0, "quality": [row], "timings": [], "regressions": []}
+
+    def fake_gate(base, head, **options):  # type: ignore[no-untyped-def]
+        seen.append((head, options["worker_env"]["*"]["MOOLA_BENCH_QUALITY_SEED"]))
+        return Report()
+
+    monkeypatch.setattr(sens, "run", fake_gate)
+    res = measure(
+        family="quality", trials=2, first_trial=20, out=None, repo=str(REPO), progress=lambda _m: None
+    )
+    assert [seed for _, seed in seen] == ["21000", "21000", "22000", "22000"]
+    assert res["settings"]["first_trial"] == 20 and len(res["identical"]) == 2
+    with pytest.raises(MoolaError, match="--first-trial"):
+        measure(family="quality", trials=1, first_trial=-1, out=None)
+
+
 def test_saved_quality_trials_are_redecided_by_the_current_rule(tmp_path):
     """scripts/rescore-quality-trials judges the runs a sensitivity record saved with today's rule."""
     import json

@@ -18,7 +18,9 @@ labels (a seeded share, drawn per run), a drop of known size in trained accuracy
 ``identical`` heads are pull requests that only change how random numbers are drawn (the init/dropout
 seed, the shuffle/augmentation generator's seed, the k-fold permutation; one per trial in turn), which
 a gate must call a reseed, not a regression. Every trial draws fresh seeds
-(``MOOLA_BENCH_QUALITY_SEED``), so no trial reuses another's runs.
+(``MOOLA_BENCH_QUALITY_SEED`` = 1000 x (trial + 1)), so no trial reuses another's runs; ``--first-trial``
+starts the count later, so a re-measurement (say after the gate's rule changed) runs on seeds no earlier
+measurement saw.
 
 and runs the gate ``--trials`` times on base..slow over the family's benchmark (a detection = exit 1
 with that timing named) and ``--trials`` times on base..base over ``--identical-bench`` (default: the
@@ -279,6 +281,7 @@ def measure(
     alpha: float = 0.05,
     check_hidden: bool = False,
     flip: float = 0.12,
+    first_trial: int = 0,
     out: str | None = "reports/gate-sensitivity.json",
     repo: str | None = None,
     gate_options: dict[str, Any] | None = None,
@@ -287,8 +290,8 @@ def measure(
     """The measurement itself (see the module docstring); returns the JSON-able results."""
     if inject not in ("sleep", "spin"):
         raise MoolaError(f"--inject must be sleep or spin (got {inject!r})")
-    if trials < 0 or not 0 < slowdown < 10:
-        raise MoolaError("--trials must be >= 0 and --slowdown in (0, 10)")
+    if trials < 0 or first_trial < 0 or not 0 < slowdown < 10:
+        raise MoolaError("--trials and --first-trial must be >= 0 and --slowdown in (0, 10)")
     quality = family == "quality"
     patch = patch_label_flip(flip) if quality else patch_family(family, slowdown, inject)
     bench = bench or (QUALITY_BENCH if quality else FAMILIES[family][2])
@@ -307,6 +310,7 @@ def measure(
         "rounds": rounds,
         "alpha": alpha,
         "flip": flip if quality else None,
+        "first_trial": first_trial,
     }
     results: dict[str, Any] = {"settings": settings, "slow": [], "identical": [], "hidden": None}
     neighbour = _busy_neighbour() if busy else None
@@ -360,7 +364,7 @@ def measure(
                 results["hidden"] = r
                 progress(f"hidden x2: exit {r['exit_code']}; regressions: {r['regressions']}")
 
-            for i in range(trials):
+            for i in range(first_trial, first_trial + trials):
                 identical = list(reseeds.values())[i % len(reseeds)] if reseeds else base
                 for kind, head, selection in (
                     ("slow", slow, bench),
@@ -453,6 +457,12 @@ def sensitivity_command(
     flip: Annotated[
         float, typer.Option("--flip", help="quality: share of training labels the slow head flips.")
     ] = 0.12,
+    first_trial: Annotated[
+        int,
+        typer.Option(
+            "--first-trial", help="quality: number of the first trial (its seed block); later = fresh seeds."
+        ),
+    ] = 0,
     out: Annotated[
         str, typer.Option("--out", help="JSON with every trial.")
     ] = "reports/gate-sensitivity.json",
@@ -481,6 +491,7 @@ def sensitivity_command(
             alpha=alpha,
             check_hidden=check_hidden,
             flip=flip,
+            first_trial=first_trial,
             out=out,
             repo=repo,
             progress=say,
