@@ -113,3 +113,12 @@ def test_large_data_trains_on_a_stated_stratified_sample():
     np.testing.assert_array_equal(rows, stability.sample_rows(ctx))  # seeded
     small = DiagContext(ds, train, test, thresholds=replace(th, stability_max_windows=1000))
     assert len(stability.sample_rows(small)) == 300
+
+
+def test_the_runs_line_accounts_for_the_time_in_training_steps():
+    """The wall time is explained by what the runs did: steps (epochs x batches) at their measured pace."""
+    est = fake_estimate([0.84, 0.86, 0.80, 0.88, 0.83])
+    est = replace(est, plan={"k": 5, "config": {"batch_size": 16}}, wall_s=3.0, workers=2)
+    line = stability.classification(est, "acc", "majority_acc", "accuracy").evidence[0]
+    # 5 runs x 60 epochs x ceil(100 / 16) = 7 batches, 1.0 s of training each
+    assert "2,100 training steps at 2.4 ms each" in line and "5.0 s of training in all" in line

@@ -135,6 +135,28 @@ def test_killing_the_caller_kills_its_pool_workers(tmp_path):
     assert not [p for p in still if p.status() != psutil.STATUS_ZOMBIE]
 
 
+EAGER_SCRIPT = """
+import psutil
+from diagnostics import quality
+if __name__ == "__main__":
+    pool = quality.local_pool(2)  # nothing submitted yet
+    print(sum("forkserver" in " ".join(c.cmdline()) for c in psutil.Process().children()), flush=True)
+    pool.shutdown()
+"""
+
+
+def test_the_pool_server_starts_importing_before_the_first_run_is_submitted(tmp_path):
+    """check-all plans and fingerprints the data before it submits: the server's torch import overlaps that."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "eager.py"
+    script.write_text(EAGER_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]
+
+
 def test_the_cache_key_moves_with_data_recipe_and_seed(ds, tmp_path):
     cache = quality.RunCache(tmp_path)
     plan = quality.default_plan(ds, TINY, runs=1)
@@ -173,6 +195,9 @@ def test_summary_interval_and_placement():
     assert s.n == 5 and s.mean == pytest.approx(0.82)
     # Student t with 4 df: 2.776 * sd / sqrt(5)
     assert s.ci_high - s.mean == pytest.approx(2.776 * s.sd / 5**0.5, rel=1e-3)
+    from diagnostics.quality.summary import t_quantile  # Student's t table: 1, 3 and 30 df
+
+    assert [round(t_quantile(0.975, df), 3) for df in (1, 3, 30)] == [12.706, 3.182, 2.042]
     p = quality.place(0.9, s)
     assert (p.below, p.equal, p.above) == (4, 1, 0) and p.percentile == pytest.approx(90.0)
     # An accuracy's interval stays inside [0, 1]; a gain (a difference) may be negative.

@@ -95,9 +95,9 @@ def prefetch(ctx: DiagContext) -> None:
     workers = min(ctx.workers or quality.default_workers(), len(plan.seeds))
     pool = ctx.executor
     if pool is None and workers > 1:
+        pool = ctx.cache["quality_pool"] = quality.local_pool(workers)  # before torch: it imports meanwhile
         import torch
 
-        pool = ctx.cache["quality_pool"] = quality.local_pool(workers)
         # The pool's processes take their cores: the checks in this process get what is left (>= 1),
         # rather than torch threads spinning against them.
         torch.set_num_threads(max(1, quality.default_workers() - workers))
@@ -138,9 +138,19 @@ def _gain_status(gain: MetricSummary, spread: float, min_gain: float = 0.0) -> S
 
 def _runs_line(est: QualityEstimate) -> str:
     cached = f"; {est.cached_runs} from the cache" if est.cached_runs else ""
-    return (
+    line = (
         f"{est.description}; {len(est.runs)} run(s) in {est.wall_s:.1f} s on {est.workers} worker(s){cached}"
     )
+    # What the wall time is made of: every optimizer step of every run, at the runs' own measured pace.
+    batch = int(est.plan.get("config", {}).get("batch_size") or 0)
+    steps = sum(r.epochs_run * -(-r.n_train // batch) for r in est.runs) if batch > 0 else 0
+    trained_s = sum(r.train_time_s for r in est.runs)
+    if steps and trained_s > 0:
+        line += (
+            f"; {steps:,} training steps at {1000 * trained_s / steps:.1f} ms each (1 thread per run),"
+            f" {trained_s:.1f} s of training in all"
+        )
+    return line
 
 
 def _beats(est: QualityEstimate, metric: str, baseline: str) -> str:

@@ -168,6 +168,11 @@ def local_pool(workers: int) -> Executor:
         context = multiprocessing.get_context("forkserver")
         # torch._dynamo too: the first optimizer a process builds imports it (a second of CPU per worker).
         context.set_forkserver_preload(["torch", "torch._dynamo", "diagnostics.quality.runs"])
+        # Start the server now, not at the first submit: its imports (seconds) overlap the caller's
+        # work until then (check-all: importing torch, planning, fingerprinting the data).
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
     else:  # Windows, and macOS builds without it
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent)

@@ -83,7 +83,7 @@ def prerender(results: Sequence[CheckResult], meta: dict[str, Any]) -> None:
     from diagnostics.quality.summary import t_quantile
     from moola.io import dumps_json
 
-    t_quantile(0.975, 3)  # loads scipy.stats, which the stability summaries need
+    t_quantile(0.975, 3)  # loads scipy.special, which the stability summaries need
     saved = json.loads(dumps_json(to_json(results, meta)))
     for finding in saved["results"]:
         with contextlib.suppress(Exception):
