@@ -230,6 +230,8 @@ def training_memory_bytes(
 
     import torch
 
+    from moola.train.record import rng_isolated
+
     elem = torch.empty((), dtype=_model_dtype(model)).element_size()
     lstm_bytes = sum(_lstm_activation_floats(m, T, batch, True) for _, m in _lstm_modules(model)) * elem
     probe = max(1, min(batch, 8))
@@ -238,7 +240,7 @@ def training_memory_bytes(
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     model.train()
     try:
-        with _rng_isolated(_model_device(model)):
+        with rng_isolated(_model_device(model)):
             other = _saved_bytes_outside_lstm(model, probe, T, n_features) * batch / probe
     finally:
         model.train(was_training)
@@ -272,14 +274,6 @@ def _as_device(device: Any) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _rng_isolated(device: torch.device | None = None) -> Any:
-    """Measurements draw random tensors and init modules: keep the caller's global RNG streams untouched."""
-    import torch
-
-    devices = [device] if device is not None and device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
 
 
 def _sync(device: torch.device) -> None:
@@ -355,8 +349,10 @@ def measure_training_step(model: nn.Module, X: torch.Tensor, y: torch.Tensor, re
     import torch
     import torch.nn.functional as F
 
+    from moola.train.record import rng_isolated
+
     dev = X.device
-    with _rng_isolated(dev):
+    with rng_isolated(dev):
         m = copy.deepcopy(model).to(dev).train()
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
         best = math.inf

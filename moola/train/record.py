@@ -83,9 +83,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _rng_isolated(device: torch.device) -> Any:
-    """Measurements draw random tensors and init modules: the caller's RNG streams stay untouched."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+def rng_isolated(device: torch.device | None = None) -> Any:
+    """Measurements draw random tensors and init modules: the caller's RNG streams stay untouched (the
+    CPU's, and ``device``'s when it is a GPU)."""
+    return torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else [])
 
 
 def measure_matmul_flops(
@@ -104,7 +105,7 @@ def measure_matmul_flops(
     n = int(size or (4096 if device.type == "cuda" else 512))
     flops = 2.0 * n**3
     budget = flops_per_timing or (2e8 if device.type == "cpu" else 2e12)
-    with torch.no_grad(), _rng_isolated(device):
+    with torch.no_grad(), rng_isolated(device):
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         out = torch.empty(n, n, device=device)
         for _ in range(burn_in):  # thread pool, cuBLAS handle, clocks
@@ -135,7 +136,7 @@ def measure_lstm_step_s(
     overhead is left out (timing one LSTMCell call would pay dispatcher overhead the fused sequence kernel
     does not). The one implementation: the diagnostics' epoch bound calls it too."""
     short, long_ = 4, 36
-    with _rng_isolated(device):
+    with rng_isolated(device):
         probe = nn.LSTM(
             input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional, batch_first=True
         ).to(device)
