@@ -57,15 +57,20 @@ def report_paths(
     return paths
 
 
-def render_all(payload: dict[str, Any], kinds: set[str]) -> dict[str, str]:
-    """Each requested kind's text, the Markdown and HTML rendered from the JSON exactly as it is saved
-    (sorted keys, strict values), so a saved report re-renders to the same bytes."""
+def _as_saved(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The JSON text of ``payload`` and the payload read back from it (sorted keys, strict values)."""
     import json
 
     from moola.io import dumps_json
 
     text = dumps_json(payload)
-    saved = json.loads(text)
+    return text, json.loads(text)
+
+
+def render_all(payload: dict[str, Any], kinds: set[str]) -> dict[str, str]:
+    """Each requested kind's text, the Markdown and HTML rendered from the JSON exactly as it is saved,
+    so a saved report re-renders to the same bytes."""
+    text, saved = _as_saved(payload)
     out = {"json": text}
     if "md" in kinds:
         out["md"] = markdown.check_markdown(saved)
@@ -78,13 +83,10 @@ def prerender(results: Sequence[CheckResult], meta: dict[str, Any]) -> None:
     """Draw the plots of the findings already known (memoized in ``plots``) and load what the last check
     and the page need, while a check's background runs still train: the report at the end then costs
     only the plots of what is new. Quietly does nothing where a plot fails (the page will say so)."""
-    import json
-
     from diagnostics.quality.summary import t_quantile
-    from moola.io import dumps_json
 
     t_quantile(0.975, 3)  # loads scipy.special, which the stability summaries need
-    saved = json.loads(dumps_json(to_json(results, meta)))
+    _, saved = _as_saved(to_json(results, meta))  # the plots are memoized on the saved form
     for finding in saved["results"]:
         with contextlib.suppress(Exception):
             plots.finding_plots(finding, saved["meta"])
