@@ -234,3 +234,25 @@ def test_gate_rounds_may_depend_on_the_benchmark_parameter() -> None:
     assert rounds["TrainEpoch.time_epoch(jade_compact)"] == 15  # not in the dict: the default
     assert rounds["LoadWindows.time_load_windows_20k"] == 45  # from the class
     assert rounds["LoadWindows.peakmem_load_windows_20k"] == 15  # the method overrides its class
+
+
+def test_the_terminal_report_shows_both_quality_distributions() -> None:
+    """The console table once left the quality rows out: a gate that passed on them showed none of them."""
+    from rich.console import Console
+
+    from diagnostics.gate.cli import print_report
+    from diagnostics.gate.stats import compare_quality, holm_quality
+
+    report = _report()
+    base = [0.84, 0.86, 0.80, 0.88, 0.83, 0.85, 0.82, 0.87]
+    head = [v - 0.06 for v in base]
+    report.quality = holm_quality(
+        [compare_quality("Quality.track_holdout_accuracy(jade_compact)", base, head, threshold=0.02)], 0.02
+    )
+    console = Console(width=250, record=True)
+    print_report(report, console)
+    out = console.export_text()
+    row = next(line for line in out.splitlines() if "track_holdout_accuracy" in line)
+    assert "0.8438 ± 0.0267 (0.8214–0.8661, 8)" in row and "0.7837 ± 0.0267" in row
+    assert "+0.0600 (+0.0300–+0.0900)" in row and "regression" in row
+    assert out.rstrip().splitlines()[-1].startswith("REGRESSION")

@@ -24,7 +24,7 @@ def print_report(report: GateReport, console: Console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from diagnostics.gate.report import fmt_value
+    from diagnostics.gate.report import QUALITY_COLUMNS, fmt_value, quality_cells
 
     t = Table(
         title=escape(f"benchmark gate: base {report.base.spec} vs head {report.head.spec}"),
@@ -75,6 +75,17 @@ def print_report(report: GateReport, console: Console) -> None:
         t.add_row(escape(name), *cells, shown)
     if t.row_count:
         console.print(t)
+    if report.quality:  # shown open, as in the Markdown: the two distributions are the evidence either way
+        q_table = Table(
+            title="quality: base and head as independent samples of fresh-seed runs", title_justify="left"
+        )
+        for i, col in enumerate(QUALITY_COLUMNS):
+            q_table.add_column(col, justify="left" if i in (0, len(QUALITY_COLUMNS) - 1) else "right")
+        for q in sorted(report.quality, key=lambda q: rank.get(q.verdict, 2)):
+            *cells, verdict = quality_cells(q)
+            shown = f"[{style[verdict]}]{verdict}[/]" if verdict in style else verdict
+            q_table.add_row(*(escape(c) for c in cells), shown)
+        console.print(q_table)
     for line in report.accepted:
         console.print(f"[cyan]accepted:[/] {escape(line)}")
     for err in report.all_errors():

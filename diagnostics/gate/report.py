@@ -189,20 +189,10 @@ class GateReport:
         if not rows:
             return []
         lines = [
-            "| quality benchmark | base mean ± sd (95% CI, runs) | head mean ± sd (95% CI, runs) | worse by (95% CI) | p (worse, Holm) | threshold | verdict |",
+            "| " + " | ".join(QUALITY_COLUMNS) + " |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
-
-        def side(d: dict[str, Any]) -> str:
-            lo, hi = d["ci"]
-            return f"{d['mean']:.4f} ± {d['sd']:.4f} ({lo:.4f}–{hi:.4f}, {d['n']})"
-
-        for q in rows:
-            p = q.p_adjusted if q.p_adjusted is not None else q.p_worse
-            lines.append(
-                f"| {q.name} | {side(q.base)} | {side(q.head)} | {q.drop:+.4f} ({q.drop_ci[0]:+.4f}–"
-                f"{q.drop_ci[1]:+.4f}) | {p:.2g} | {q.threshold:g} | {q.verdict} |"
-            )
+        lines += ["| " + " | ".join(quality_cells(q)) + " |" for q in rows]
         return [*lines, ""]
 
     def to_markdown(self) -> str:
@@ -273,6 +263,29 @@ class GateReport:
             f" {self.settings.get('quality_alpha', 0.02)} AND a Hodges-Lehmann drop beyond the benchmark's threshold."
         )
         return "\n".join(lines) + "\n"
+
+
+QUALITY_COLUMNS = (
+    "quality benchmark",
+    "base mean ± sd (95% CI, runs)",
+    "head mean ± sd (95% CI, runs)",
+    "worse by (95% CI)",
+    "p (worse, Holm)",
+    "threshold",
+    "verdict",
+)
+
+
+def quality_cells(q: QualityComparison) -> list[str]:
+    """One quality comparison as the report's cells (``QUALITY_COLUMNS``): the terminal and the Markdown."""
+
+    def side(d: dict[str, Any]) -> str:
+        lo, hi = d["ci"]
+        return f"{d['mean']:.4f} ± {d['sd']:.4f} ({lo:.4f}–{hi:.4f}, {d['n']})"
+
+    p = q.p_adjusted if q.p_adjusted is not None else q.p_worse
+    drop = f"{q.drop:+.4f} ({q.drop_ci[0]:+.4f}–{q.drop_ci[1]:+.4f})"
+    return [q.name, side(q.base), side(q.head), drop, f"{p:.2g}", f"{q.threshold:g}", q.verdict]
 
 
 def _short(sha: str) -> str:
