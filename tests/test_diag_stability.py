@@ -122,3 +122,21 @@ def test_the_runs_line_accounts_for_the_time_in_training_steps():
     line = stability.classification(est, "acc", "majority_acc", "accuracy").evidence[0]
     # 5 runs x 60 epochs x ceil(100 / 16) = 7 batches, 1.0 s of training each
     assert "2,100 training steps at 2.4 ms each" in line and "5.0 s of training in all" in line
+
+
+def test_prefetch_starts_no_pool_when_every_run_is_cached(tmp_path, monkeypatch):
+    """A warm check-all reads its runs: a pool would only spend a core importing torch for nothing."""
+    monkeypatch.setenv("MOOLA_QUALITY_CACHE", str(tmp_path))
+    ds = generate(60, seed=5)
+    train, test = make_split(ds, "random")
+    th = replace(Thresholds(), stability_runs=2)
+    config = TrainConfig(n_epochs=2, early_stopping_patience=0)
+    cold = DiagContext(ds, train, test, device="cpu", thresholds=th, config=config, workers=2)
+    stability.prefetch(cold)
+    assert "quality_pending" in cold.cache  # nothing cached yet: the runs train in the background
+    first = stability.quality_estimate(cold)
+    warm = DiagContext(ds, train, test, device="cpu", thresholds=th, config=config, workers=2)
+    stability.prefetch(warm)
+    assert "quality_pool" not in warm.cache and "quality_pending" not in warm.cache
+    again = stability.quality_estimate(warm)
+    assert again.cached_runs == 2 and [r.scores for r in again.runs] == [r.scores for r in first.runs]

@@ -95,6 +95,8 @@ def prefetch(ctx: DiagContext) -> None:
     workers = min(ctx.workers or quality.default_workers(), len(plan.seeds))
     pool = ctx.executor
     if pool is None and workers > 1:
+        if quality.lookup(_data(ctx), plan) is not None:
+            return  # every run is cached: the check reads them; no pool, and this process keeps its cores
         pool = ctx.cache["quality_pool"] = quality.local_pool(workers)  # before torch: it imports meanwhile
         import torch
 
