@@ -237,18 +237,9 @@ def counter_table(counters: Sequence[Mapping[str, Any]]) -> str:
 
 def quality_html(quality: Sequence[Mapping[str, Any]]) -> str:
     """Quality benchmarks (``QualityComparison.to_dict()``): a table and each one's two distributions."""
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in (
-            "quality benchmark",
-            "base mean ± sd (95% CI, runs)",
-            "head mean ± sd (95% CI, runs)",
-            "worse by (95% CI)",
-            "p (worse, Holm)",
-            "threshold",
-            "verdict",
-        )
-    )
+    from diagnostics.gate.report import QUALITY_COLUMNS  # the terminal's and the Markdown's columns
+
+    head = "".join(f"<th>{h}</th>" for h in QUALITY_COLUMNS)
 
     def num(x: Any, spec: str = ".4g") -> str:
         return format(x, spec) if isinstance(x, (int, float)) else "—"
