@@ -558,13 +558,15 @@ class Instrument:
             rec.grad_hooks = "tensor"
             for name, p in self._params:
                 self._handles.append(p.register_hook(lambda g, name=name, p=p: self._on_grad(name, p, g)))
+            self._t_start = time.perf_counter()
             self._mode = _LossWatch.make(self)
             self._mode.__enter__()
+            # Nothing runs after the push outside this ``try``: an exception there (the fit's time limit,
+            # Ctrl-C) would skip ``__exit__`` and leave the mode on torch's stack.
+            return rec
         except BaseException:
             self._remove()
             raise
-        self._t_start = time.perf_counter()
-        return rec
 
     def _remove(self) -> None:
         if self._mode is not None:

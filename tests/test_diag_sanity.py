@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -254,6 +255,45 @@ def test_time_limit_never_leaves_torch_state_behind():
                 torch._C._pop_torch_function_stack()
     assert leaked == 0
     assert torch.is_grad_enabled()
+
+
+def test_an_interrupt_at_any_line_of_instrument_enter_leaves_nothing_installed():
+    """The time limit or Ctrl-C can land on any line of ``Instrument.__enter__``; ``__exit__`` then never
+    runs, so whatever ``__enter__`` had installed must come off there. It once left its loss-watching mode
+    on torch's stack when the alarm landed on the line after the push (1 stop in ~1,000)."""
+    import torch
+    import torch.optim.optimizer as optim_mod
+
+    from diagnostics.instrument import Instrument
+
+    model = torch.nn.Linear(4, 2)
+    enter = Instrument.__enter__.__code__
+    lines = sorted({line for _, _, line in enter.co_lines() if line and line > enter.co_firstlineno})
+    global_hooks = (optim_mod._global_optimizer_pre_hooks, optim_mod._global_optimizer_post_hooks)
+    hooks_before = [len(h) for h in global_hooks]
+    interrupted_at = []
+    for target in lines:
+        fired = []
+
+        def on_line(frame, event, arg, target=target, fired=fired):
+            if event == "line" and frame.f_lineno == target and not fired:
+                fired.append(target)
+                raise KeyboardInterrupt
+            return on_line
+
+        sys.settrace(lambda frame, event, arg: on_line if frame.f_code is enter else None)
+        try:
+            with Instrument(model):
+                pass
+        except KeyboardInterrupt:
+            interrupted_at += fired
+        finally:
+            sys.settrace(None)
+        assert torch._C._len_torch_function_stack() == 0, f"mode left on the stack (line {target})"
+        assert [len(h) for h in global_hooks] == hooks_before, f"optimizer hooks left (line {target})"
+        assert not model._forward_pre_hooks and not model._forward_hooks, f"module hooks left (line {target})"
+        assert all(not p._backward_hooks for p in model.parameters()), f"tensor hooks left (line {target})"
+    assert len(interrupted_at) >= 10  # the trace really landed inside __enter__, line after line
 
 
 def test_time_limit_still_stops_a_loop_that_never_leaves_library_code(monkeypatch):

@@ -19,6 +19,13 @@ from diagnostics.registry import CHECK_ORDER
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _default_interrupt_handling() -> None:
+    """In the child: Ctrl-C as a terminal delivers it. A shell without job control starts a background job
+    (``pytest &``, a CI runner) with SIGINT ignored, the child inherits that, and Python then installs no
+    KeyboardInterrupt handler: the run would ignore the test's SIGINT and finish with exit 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _moola_diag(*args: str, cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -28,6 +35,7 @@ def _moola_diag(*args: str, cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_interrupt_handling,
     )
 
 
