@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from diagnostics.render import html, write_reports
+from moola.io import dumps_json
 from tests.report_fixtures import META, check_payload, check_results, gate_payload, outline
 from tests.test_diag_render import golden
 
@@ -107,6 +108,51 @@ def test_rerendering_something_else_is_one_line_exit_2(tmp_path: Path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(f"{bad}: not a moola-diag check, gate or sensitivity report")
     assert bad.read_text() == '{"a": 1}' and not bad.with_suffix(".html").exists()
+
+
+def test_one_layer_renders_every_format_from_the_saved_json(tmp_path: Path):
+    """Markdown and the terminal's table come from the saved JSON through the same renderers the commands
+    use: the gate's Markdown re-renders to the bytes the gate wrote, the check's to its report.md."""
+    from tests.report_fixtures import gate_report
+
+    write_reports(check_results(), META, tmp_path)
+    assert (
+        render_main([str(tmp_path / "report.json"), "--format", "md", "--out", str(tmp_path / "a.md")])[0]
+        == 0
+    )
+    assert (tmp_path / "a.md").read_bytes() == (tmp_path / "report.md").read_bytes()
+    code, text, _ = render_main([str(tmp_path / "report.json"), "--format", "text"])
+    assert (
+        code == 0
+        and "params_per_sample" in text
+        and text.rstrip().splitlines()[-1].startswith("verdict FAIL")
+    )
+
+    report = gate_report()
+    saved = tmp_path / "gate.json"
+    saved.write_text(dumps_json(gate_payload()))
+    assert render_main([str(saved), "--format", "md"])[0] == 0
+    assert saved.with_suffix(".md").read_text(encoding="utf-8") == report.to_markdown()
+    code, text, _ = render_main([str(saved), "--format", "text"])
+    assert code == 0 and text.rstrip().splitlines()[-1].startswith(f"REGRESSION: {report.verdict_line()}")
+
+
+def test_a_format_the_report_has_no_renderer_for_and_an_out_over_the_input_are_one_line(tmp_path: Path):
+    saved = tmp_path / "gate.json"
+    saved.write_text(dumps_json(gate_payload()))
+    before = saved.read_bytes()
+    for args, message in (
+        (["--format", "pdf"], "--format pdf: choose from html, md, text"),
+        (["--out", str(saved)], f"--out {saved}: that is the report being read; choose another file"),
+    ):
+        code, _out, err = render_main([str(saved), *args])
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].endswith(f"error: {message}")
+    sens = tmp_path / "sens.json"
+    sens.write_text(dumps_json({"settings": {}, "slow": [], "identical": []}))
+    code, _out, err = render_main([str(sens), "--format", "md"])
+    assert code == 2 and err.strip().endswith("--format md: a sensitivity report renders as html")
+    assert saved.read_bytes() == before and not sens.with_suffix(".md").exists()
 
 
 def test_gate_html_option_writes_the_page(tmp_path: Path, monkeypatch):

@@ -20,80 +20,11 @@ if TYPE_CHECKING:
 
 
 def print_report(report: GateReport, console: Console) -> None:
-    """The rich table: regressions first, then improvements/accepted, then the rest; the verdict line."""
-    from rich.markup import escape
-    from rich.table import Table
+    """The terminal's tables and verdict line, rendered from the report's JSON like its Markdown and HTML."""
+    from diagnostics.render.gate import print_table
+    from diagnostics.render.report import as_saved
 
-    from diagnostics.gate.report import QUALITY_COLUMNS, fmt_value, quality_cells
-
-    t = Table(
-        title=escape(f"benchmark gate: base {report.base.spec} vs head {report.head.spec}"),
-        title_justify="left",
-    )
-    for col, justify in (
-        ("benchmark", "left"),
-        ("base", "right"),
-        ("head", "right"),
-        ("head/base", "right"),
-        ("95% CI / change", "right"),
-        ("p (Holm)", "right"),
-        ("verdict", "left"),
-    ):
-        t.add_column(col, justify=justify)  # type: ignore[arg-type]
-    style = {"regression": "bold red", "improvement": "green", "accepted": "cyan", "missing": "bold yellow"}
-    rank = {"regression": 0, "missing": 0, "improvement": 1, "accepted": 1}
-    rows: list[tuple[int, str, str, str, str, str, str, str]] = []
-    for tm in report.timings:
-        rows.append(
-            (
-                rank.get(tm.verdict, 2),
-                tm.name,
-                fmt_value(tm.base_median, tm.unit),
-                fmt_value(tm.head_median, tm.unit),
-                f"{tm.ratio:.3f}",
-                f"{tm.ci_low:.3f}-{tm.ci_high:.3f}",
-                f"{tm.p_slower:.2g}",
-                tm.verdict,
-            )
-        )
-    for c in report.counters:
-        ratio = "" if c.base in (None, 0) or c.head is None else f"{c.head / c.base:.3f}"
-        rows.append(
-            (
-                rank.get(c.verdict, 2),
-                c.name,
-                fmt_value(c.base, c.unit),
-                fmt_value(c.head, c.unit),
-                ratio,
-                "" if c.change is None else f"{c.change:+.3%}",
-                "",
-                c.verdict,
-            )
-        )
-    for _, name, *cells, verdict in sorted(rows, key=lambda r: r[0]):
-        shown = f"[{style[verdict]}]{verdict}[/]" if verdict in style else verdict
-        t.add_row(escape(name), *cells, shown)
-    if t.row_count:
-        console.print(t)
-    if report.quality:  # shown open, as in the Markdown: the two distributions are the evidence either way
-        q_table = Table(
-            title="quality: base and head as independent samples of fresh-seed runs", title_justify="left"
-        )
-        for i, col in enumerate(QUALITY_COLUMNS):
-            q_table.add_column(col, justify="left" if i in (0, len(QUALITY_COLUMNS) - 1) else "right")
-        for q in sorted(report.quality, key=lambda q: rank.get(q.verdict, 2)):
-            *cells, verdict = quality_cells(q)
-            shown = f"[{style[verdict]}]{verdict}[/]" if verdict in style else verdict
-            q_table.add_row(*(escape(c) for c in cells), shown)
-        console.print(q_table)
-    for line in report.accepted:
-        console.print(f"[cyan]accepted:[/] {escape(line)}")
-    for err in report.all_errors():
-        console.print(f"[bold yellow]error:[/] {escape(err)}")
-    colour = {"pass": "green", "regression": "bold red", "error": "bold yellow"}[report.status]
-    console.print(
-        f"[{colour}]{report.status.upper()}[/]: {escape(report.verdict_line())}  ({report.wall_s:.0f} s)"
-    )
+    print_table(as_saved(report.to_dict()), console)
 
 
 def gate_command(

@@ -16,6 +16,7 @@ from typing import Any
 from diagnostics import PROG
 from diagnostics.render import plots
 from diagnostics.render.common import SEVERITY, by_severity, meta_line, split_line, verdict_text, worst_status
+from diagnostics.render.gate import QUALITY_COLUMNS, fmt_ci, fmt_value
 
 CSS = """
 :root { --pass:#2e7d32; --warn:#b07a00; --fail:#c62828; --skip:#757575; --line:#e0e0e0; }
@@ -196,24 +197,13 @@ def check_html(payload: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- gate reports
 
 
-def _fmt(value: Any, unit: str) -> str:
-    from diagnostics.gate.report import fmt_value
-
-    return fmt_value(value, unit)
-
-
-def _ci(t: Mapping[str, Any]) -> str:
-    lo, hi = float(t["ci_low"]), float(t["ci_high"])
-    return f"{'0' if lo <= 0 else f'{lo:.3f}'}–{'∞' if hi == float('inf') else f'{hi:.3f}'}"
-
-
 def timing_table(timings: Sequence[Mapping[str, Any]]) -> str:
     head = "".join(f"<th>{h}</th>" for h in ("benchmark", "base median", "head median", "head/base (HL)",
                                              "95% CI", "p (slower, Holm)", "factor", "verdict"))  # fmt: skip
     rows = "".join(
-        f'<tr id="{anchor("t", t["name"])}"><td>{escape(t["name"])}</td><td class="num">{_fmt(t["base_median"], t["unit"])}</td>'
-        f'<td class="num">{_fmt(t["head_median"], t["unit"])}</td><td class="num">{t["ratio"]:.3f}</td>'
-        f'<td class="num">{_ci(t)}</td><td class="num">{t["p_slower"]:.2g}</td><td class="num">{t["factor"]:.2f}</td>'
+        f'<tr id="{anchor("t", t["name"])}"><td>{escape(t["name"])}</td><td class="num">{fmt_value(t["base_median"], t["unit"])}</td>'
+        f'<td class="num">{fmt_value(t["head_median"], t["unit"])}</td><td class="num">{t["ratio"]:.3f}</td>'
+        f'<td class="num">{fmt_ci(t["ci_low"], t["ci_high"])}</td><td class="num">{t["p_slower"]:.2g}</td><td class="num">{t["factor"]:.2f}</td>'
         f"<td>{badge(t['verdict'])}</td></tr>"
         for t in timings
     )
@@ -228,8 +218,8 @@ def counter_table(counters: Sequence[Mapping[str, Any]]) -> str:
         tol = "exact" if not c.get("tolerance") else f"{c['tolerance']:.1%}"
         why = f" {escape(c['accepted_reason'])}" if c.get("accepted_reason") else ""
         rows.append(
-            f"<tr><td>{escape(c['name'])}</td><td class='num'>{_fmt(c['base'], c['unit'])}</td>"
-            f"<td class='num'>{_fmt(c['head'], c['unit'])}</td><td class='num'>{change}</td>"
+            f"<tr><td>{escape(c['name'])}</td><td class='num'>{fmt_value(c['base'], c['unit'])}</td>"
+            f"<td class='num'>{fmt_value(c['head'], c['unit'])}</td><td class='num'>{change}</td>"
             f"<td class='num'>{tol}</td><td>{badge(c['verdict'])}{why}</td></tr>"
         )
     return f'<table class="grid counters"><tr>{head}</tr>{"".join(rows)}</table>'
@@ -237,8 +227,6 @@ def counter_table(counters: Sequence[Mapping[str, Any]]) -> str:
 
 def quality_html(quality: Sequence[Mapping[str, Any]]) -> str:
     """Quality benchmarks (``QualityComparison.to_dict()``): a table and each one's two distributions."""
-    from diagnostics.gate.report import QUALITY_COLUMNS  # the terminal's and the Markdown's columns
-
     head = "".join(f"<th>{h}</th>" for h in QUALITY_COLUMNS)
 
     def num(x: Any, spec: str = ".4g") -> str:

@@ -67,6 +67,11 @@ def _as_saved(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return text, json.loads(text)
 
 
+def as_saved(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` as its saved JSON reads back (NaN and ∞ as null): what every renderer is given."""
+    return _as_saved(payload)[1]
+
+
 def render_all(payload: dict[str, Any], kinds: set[str]) -> dict[str, str]:
     """Each requested kind's text, the Markdown and HTML rendered from the JSON exactly as it is saved,
     so a saved report re-renders to the same bytes."""
@@ -119,12 +124,47 @@ def discard_partial_reports(
         path.unlink(missing_ok=True)
 
 
+# kind -> format -> (module of diagnostics.render, function). ``text`` renderers print to a rich Console.
+RENDERERS: dict[str, dict[str, tuple[str, str]]] = {
+    "check": {
+        "html": ("html", "check_html"),
+        "md": ("markdown", "check_markdown"),
+        "text": ("text", "print_report"),
+    },
+    "gate": {"html": ("html", "gate_html"), "md": ("gate", "markdown"), "text": ("gate", "print_table")},
+    "sensitivity": {"html": ("html", "sensitivity_html")},
+}
+
+
+def render_payload(payload: dict[str, Any], kind: str, fmt: str) -> str:
+    """A saved report's JSON payload of ``kind`` ("check", "gate", "sensitivity") rendered as ``fmt``
+    ("html", "md", "text"); a format that kind has no renderer for is a user error."""
+    import importlib
+
+    from moola.errors import MoolaError
+
+    if fmt not in RENDERERS[kind]:
+        raise MoolaError(f"--format {fmt}: a {kind} report renders as {', '.join(RENDERERS[kind])}")
+    module, name = RENDERERS[kind][fmt]
+    render = getattr(importlib.import_module(f"diagnostics.render.{module}"), name)
+    if fmt != "text":
+        return render(payload)
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, width=160, highlight=False, color_system=None)
+    if kind == "check":
+        render(payload["results"], payload.get("meta", {}), console)
+    else:
+        render(payload, console)
+    return out.getvalue()
+
+
 def write_html(path: str | os.PathLike[str], payload: dict[str, Any], kind: str = "check") -> Path:
     """Write the HTML page of a check, gate or sensitivity payload atomically, rendered from the JSON as
-    it would be saved (so re-rendering the saved JSON gives the same page)."""
-    import json
+    it is saved (so re-rendering the saved JSON gives the same page)."""
+    from moola.io import atomic_write_text
 
-    from moola.io import atomic_write_text, dumps_json
-
-    render = {"check": html.check_html, "gate": html.gate_html, "sensitivity": html.sensitivity_html}[kind]
-    return atomic_write_text(path, render(json.loads(dumps_json(payload))))
+    return atomic_write_text(path, render_payload(as_saved(payload), kind, "html"))
