@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diagnostics import smoke
+from diagnostics import smoke, smoke_steps
 from diagnostics.render import to_json
 from diagnostics.result import CheckResult, Status
 from moola.errors import MoolaError
@@ -443,20 +443,20 @@ def test_run_subprocess_reports_exit_codes_and_unstartable_commands(tmp_path):
 
 def test_inner_steps_run_on_the_cpu_and_write_json(monkeypatch):
     """The code the GPU steps run, exercised here on the CPU with small settings (the rehearsal's path)."""
-    versions = smoke.inner_versions("cpu")
+    versions = smoke_steps.inner_versions("cpu")
     assert versions["torch"] and versions["python"] and versions["packages"]["numpy"]
     assert all(d["name"] and d["total_memory"] > 0 for d in versions["devices"])
-    bound = smoke.inner_bound("cpu")
+    bound = smoke_steps.inner_bound("cpu")
     assert (
         bound["n_train"] == 139
         and bound["bound_s"] == max(bound["flops_part_s"], bound["latency_part_s"]) > 0
     )
-    burst = smoke.inner_burst("cpu", steps=2)
+    burst = smoke_steps.inner_burst("cpu", steps=2)
     assert burst["n_forward"] >= 2 and burst["input_devices"] == ["cpu"] and burst["budget_bytes"] > 0
     names = [v["name"] for v in burst["verdicts"]]
     assert names == ["placement", "memory", "utilization"]
     monkeypatch.setenv("MOOLA_BENCH_DEVICE", "cpu")
-    asv = smoke.inner_asv_gpu("cpu")
+    asv = smoke_steps.inner_asv_gpu("cpu")
     assert asv["rows"] and all(".Gpu." in r["benchmark"] for r in asv["rows"])
     assert {r["status"] for r in asv["rows"]} == {"ok" if torch.cuda.is_available() else "skipped"}
     for payload in (versions, bound, burst, asv):
@@ -469,11 +469,11 @@ def test_inner_audit_audits_the_newest_reference_run(tmp_path):
     from moola.train.run import train_run
 
     train_run(TrainConfig(n_epochs=2, device="cpu", out_dir=str(tmp_path / "runs")), generate(60, seed=2))
-    data = smoke.inner_audit(tmp_path / "runs", tmp_path / "audit")
+    data = smoke_steps.inner_audit(tmp_path / "runs", tmp_path / "audit")
     found = {r["name"]: r for r in data["results"]}
     assert found["epoch_time"]["status"] == "PASS" and found["epoch_time"]["values"]["bound_s"] > 0
     assert found["memory"]["status"] == "SKIP"  # trained on the CPU: no GPU memory recorded
     assert (tmp_path / "audit" / "report.json").exists()
     json.loads(dumps_json(data))
     with pytest.raises(ValueError, match="no run directory"):
-        smoke.inner_audit(tmp_path / "empty", tmp_path / "audit2")
+        smoke_steps.inner_audit(tmp_path / "empty", tmp_path / "audit2")
