@@ -232,6 +232,13 @@ def row_hashes(X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (bits * weights).sum(dim=1)
 
 
+def update_ratios(squares: np.ndarray) -> list[float]:
+    """Per step ||dw|| / ||w|| from rows of (||dw||^2, ||w||^2). A diverged step's inf/inf is NaN, which the
+    nan-aware medians of the update_size finding leave out."""
+    with np.errstate(invalid="ignore"):
+        return (np.sqrt(squares[:, 0]) / np.sqrt(np.maximum(squares[:, 1], 1e-300))).tolist()
+
+
 def _drop_mode(mode: Any) -> None:
     """Make sure ``mode`` is off torch's function-mode stack (an interrupted dispatch can leave it there),
     keeping any other mode in place: a leaked mode would intercept every later torch call."""
@@ -673,7 +680,7 @@ class Instrument:
             rec.outside_max_change = max(per_param, default=0.0)
         if self._updates:
             u = torch.stack([v.cpu() for v in self._updates]).numpy()
-            rec.update_ratios = (np.sqrt(u[:, 0]) / np.sqrt(np.maximum(u[:, 1], 1e-300))).tolist()
+            rec.update_ratios = update_ratios(u)
         if self._loss_vals:
             rec.losses = torch.stack([v.cpu() for v in self._loss_vals]).tolist()
         for name in {n for n, _ in self._prob_flags}:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diagnostics.instrument import Recording, net_change
+from diagnostics.instrument import Recording, net_change, update_ratios
 
 if TYPE_CHECKING:
     from diagnostics.context import DiagContext
@@ -117,7 +117,7 @@ class _Judge:
 
         if self._updates:
             u = torch.stack([v.cpu() for v in self._updates]).numpy()
-            self.dynamics.update_ratios = (np.sqrt(u[:, 0]) / np.sqrt(np.maximum(u[:, 1], 1e-300))).tolist()
+            self.dynamics.update_ratios = update_ratios(u)
         self._prev, self._updates = [], []
 
     def on_epoch_end(self, state: Any) -> None:

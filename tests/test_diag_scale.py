@@ -240,3 +240,32 @@ def test_leakage_corpus_verdicts_hold_inside_a_large_file(sliding_in_large):
     train, test = make_split(ds, "purged")
     purged = leakage.row_level(DiagContext(ds, train, test, split_kind="purged"))
     assert [r.name for r in purged if r.status is Status.FAIL] == []
+
+
+def test_noisy_copies_and_a_mislabelled_split_are_caught_inside_a_large_file(sliding_in_large):
+    """The rest of the leakage corpus inside the large file: rescaled, noisy copies of training windows
+    planted among the held-out ones (near_duplicates names each), and a random split that claims to be
+    purged (temporal_order). The clean windows around them stay clean."""
+    ds, s1 = sliding_in_large
+    clean_rows = np.setdiff1d(np.arange(len(ds)), s1)
+    train, test = make_split(ds, "purged")
+    rng = np.random.default_rng(7)
+    held_out_clean = np.intersect1d(test, clean_rows)
+    planted = rng.choice(held_out_clean, size=12, replace=False)
+    sources = rng.choice(np.intersect1d(train, clean_rows), size=12, replace=False)
+    X = ds.X.copy()
+    # rescaled + noise, as the corpus's own case (test_diag_leakage.test_near_duplicates_detects_noisy_copies)
+    X[planted] = X[sources] * 1.5 + 0.001 * rng.standard_normal(X[sources].shape).astype(np.float32)
+    dirty = dataclasses.replace(ds, X=X)
+    found = {r.name: r for r in leakage.row_level(DiagContext(dirty, train, test, split_kind="purged"))}
+    near = found["near_duplicates"]
+    assert near.status is Status.FAIL and near.values["near_duplicates"] == len(planted)
+    pairs = {f"{ds.window_id[p]} ~ train {ds.window_id[q]}" for p, q in zip(planted, sources, strict=True)}
+    named = [line for line in near.evidence if " ~ " in line]
+    assert len(named) == leakage.MAX_EXAMPLES  # the closest ones, each a planted copy and its source
+    assert all(any(pair in line for pair in pairs) for line in named), named
+    assert found["identical_windows"].status is Status.PASS and found["temporal_order"].status is Status.PASS
+
+    train, test = make_split(ds, "random")
+    claimed = leakage.temporal_order(DiagContext(ds, train, test, split_kind="purged"))
+    assert claimed.status is Status.FAIL and claimed.values["test_before_train"] > 0

@@ -87,6 +87,19 @@ def _ln_c(u: FitOutcome) -> float:
     return math.log(u.n_classes) if u.n_classes > 1 else 1.0
 
 
+def accuracy_vouches(u: FitOutcome, band: ReferenceBand | None) -> bool:
+    """The fit's accuracy alone shows that it trained the model: more than one class predicted, a gain over
+    the majority share beyond sampling noise, and level with the reference's (within 3 SE) or above. A fit
+    that optimizes another loss (BCE on one-hot targets, a margin loss) can then end with a higher
+    cross-entropy: that is calibration, not a failed training, so the loss rules give way to accuracy."""
+    return (
+        band is not None
+        and u.n_pred_classes > 1
+        and u.acc - u.majority >= _acc_margin(u)
+        and band.acc - u.acc <= _acc_noise(u, band)
+    )
+
+
 def outcome_failures(u: FitOutcome, band: ReferenceBand | None, th: Thresholds) -> list[str]:
     """The ways the fit's outcome is clearly outside the reference (empty: it is not)."""
     f, ln_c = th.outcome_gain_fraction, _ln_c(u)
@@ -94,13 +107,14 @@ def outcome_failures(u: FitOutcome, band: ReferenceBand | None, th: Thresholds) 
     gain = u.init_loss - u.loss
     if not math.isfinite(u.loss):
         return ["the trained model's loss is not finite"]
-    if gain < -0.05 * ln_c:
+    judge_loss = not accuracy_vouches(u, band)
+    if gain < -0.05 * ln_c and judge_loss:
         out.append(f"the loss grew: {u.init_loss:.4f} -> {u.loss:.4f}")
     if band is None:
         return out
     ref_gain = u.init_loss - band.loss
     ref_acc_gain = band.acc - u.majority
-    if ref_gain >= th.outcome_min_ref_gain * ln_c:
+    if ref_gain >= th.outcome_min_ref_gain * ln_c and judge_loss:
         if abs(gain) < 0.01 * ln_c:
             out.append(f"the loss did not move: {u.init_loss:.4f} -> {u.loss:.4f}")
         elif gain < f * ref_gain and gain >= -0.05 * ln_c:
@@ -147,6 +161,12 @@ def outcome_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -> CheckR
         f"{u.n_pred_classes} class(es) predicted) after {st.epochs} epoch(s)"
     )
     evidence = [f"majority share {u.majority:.3f}; untrained accuracy {st.init_train_acc:.3f}"]
+    if band is not None and accuracy_vouches(u, band) and u.loss > band.loss:
+        evidence.append(
+            f"cross-entropy {u.loss:.4f} against the reference's {band.loss:.4f}, but accuracy {u.acc:.3f} is "
+            f"level with the reference's {band.acc:.3f} or above: judged on accuracy (a fit that optimizes "
+            "another loss ends with another calibration)"
+        )
     if ref is not None:
         evidence.insert(0, ref.describe())
         if not ref.same_as_fit:
@@ -189,8 +209,13 @@ def outcome_verdict(st: Any, ref: ReferenceRun | None, th: Thresholds) -> CheckR
 
 def _not_better(st: Any, ref: ReferenceRun) -> bool:
     """The fit did not end better than the reference (a collapsed lr or tiny updates after the fit has
-    already beaten the reference are a choice, not a fault)."""
-    return not (st.train_loss < ref.final.loss and st.train_acc >= ref.final.acc)
+    already beaten the reference are a choice, not a fault). Better: at least the reference's accuracy, and
+    a lower loss unless the accuracy vouches for the training (``accuracy_vouches``)."""
+    if st.train_acc < ref.final.acc:
+        return True
+    return not (
+        st.train_loss < ref.final.loss or accuracy_vouches(fit_outcome(st), reference_band(ref.final))
+    )
 
 
 def _median(x: np.ndarray) -> float:
