@@ -42,18 +42,27 @@ FAMILIES = {
 MACHINE_FINDINGS = {"epoch_time"}
 
 
-@pytest.fixture(scope="module")
-def data():
-    ds = generate(64, seed=3)
+def _split(n: int):
+    ds = generate(n, seed=3)
     train, test = make_split(ds, "random")
     return ds, train, test
 
 
-@pytest.fixture(scope="module")
-def overfit_cache(data):
+def _overfit_cache(data):
+    """The overfit probe does not depend on the fit: run once per data set, shared by every case."""
     ds, train, test = data
     ctx = DiagContext(ds, train, test, device="cpu", thresholds=THRESHOLDS)
     return {"overfit_batch": sanity.overfit_batch(ctx)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _split(64)
+
+
+@pytest.fixture(scope="module")
+def overfit_cache(data):
+    return _overfit_cache(data)
 
 
 def _findings(data, overfit_cache, fit):
@@ -262,16 +271,12 @@ LARGE_CORRECT = (
 
 @pytest.fixture(scope="module")
 def large_data():
-    ds = generate(LARGE_N, seed=3)
-    train, test = make_split(ds, "random")
-    return ds, train, test
+    return _split(LARGE_N)
 
 
 @pytest.fixture(scope="module")
 def large_overfit_cache(large_data):
-    ds, train, test = large_data
-    ctx = DiagContext(ds, train, test, device="cpu", thresholds=THRESHOLDS)
-    return {"overfit_batch": sanity.overfit_batch(ctx)}
+    return _overfit_cache(large_data)
 
 
 @pytest.mark.parametrize("fit", LARGE_BROKEN, ids=[f.__name__ for f in LARGE_BROKEN])
