@@ -1,4 +1,4 @@
-"""The GPU verification run (scripts/gpu-smoke, diagnostics/smoke.py) on a machine without a GPU:
+"""The GPU verification run (scripts/gpu-smoke, diagnostics/smoke/) on a machine without a GPU:
 the one-line exit, the plan, step isolation and timeouts, and the report's format, through a fake runner
 that writes what each step would write on a GPU machine."""
 
@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from diagnostics import smoke, smoke_steps
+from diagnostics import smoke
 from diagnostics.render import to_json
 from diagnostics.result import CheckResult, Status
+from diagnostics.smoke import steps as smoke_steps
 from moola.errors import MoolaError
 from moola.io import dumps_json
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BURST_STEPS = 1000  # optimizer steps of the NVML-sampled burst: seconds of kernels, many 20 ms samples
 
 

@@ -1,34 +1,8 @@
-"""The GPU verification run: one command, under 5 minutes on one GPU, everything into one JSON + Markdown.
-
-``python3 scripts/gpu-smoke`` (or ``python -m diagnostics.smoke``) runs, each step in its own subprocess
-with its own timeout, so a hang or a CUDA crash costs that step only and the rest still run:
-
-  versions         driver, NVML, CUDA (driver and torch's build), cuDNN, torch; the card (nvidia-smi too)
-  check_all        moola-diag check-all --device cuda on the embedded set (default model)
-  train            the reference command: python -m moola.cli train --model jade_compact --device cuda
-                   --predict-pointers --n-epochs 60, timed
-  audit            moola-diag audit of that run: its epoch times against the bound from the speeds it
-                   recorded, its recorded torch peak memory against the analytic footprint, and the rest
-  bound            the physical lower bound of that training's epoch on this GPU (diagnostics.physics, the
-                   function the sanity check uses)
-  burst            a training burst of the gpu check's model, NVML sampled every 20 ms, the CUDA context
-                   measured as NVML device memory before vs after this process creates it
-  check_all_legacy moola-diag check-all --device cuda --model enhanced_simple_lstm
-  gpu_check        moola-diag gpu --device cuda in a fresh process (its context is measured there)
-  asv_gpu          the asv suite's Gpu benchmarks, each called once (asv itself need not be installed)
-  pytest_bench     MOOLA_BENCH_DEVICE=cuda pytest benchmarks/pytest_bench (training benchmarks, short)
-
-(the steps of its own, versions to audit, are in diagnostics/smoke_steps.py)
-
-and writes ``reports/gpu-smoke.json`` and ``reports/gpu-smoke.md`` atomically after every step (a killed
-run leaves what it had). Without a GPU it prints one line saying so and what it would have run, exit 0.
-Exit 1 when a step failed, timed out or was left out for time; 2 on a setup error (a GPU but no CUDA torch).
-Nothing here imports torch: the steps do, in their subprocesses.
-"""
+"""Running the plan: each step in its own subprocess and process group, its output parsed, the report written
+after every step (diagnostics.render.smoke renders it)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import json
@@ -46,21 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The Markdown and README table are rendered from the run's JSON by diagnostics.render.smoke.
 from diagnostics.render.smoke import (
-    LEGACY_MODEL,
-    REFERENCE,
-    REFERENCE_TRAIN,
     readme_table,
-    reference_figures,  # noqa: F401  (part of this module's interface: tests and callers use it)
     render_markdown,
     versions_line,
 )
-from diagnostics.smoke_steps import BURST_STEPS, INNER, run_inner
+from diagnostics.smoke.plan import Step, describe_plan, plan
+from diagnostics.smoke.steps import REPO
 from moola.errors import MoolaError
 
 PROG = "gpu-smoke"
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA = 1
 BUDGET_S = 290.0  # the whole run: under 5 minutes, steps left out (recorded) once it is spent
 MIN_STEP_S = 10.0  # a step is not started with less time than this left in the budget
@@ -127,147 +96,6 @@ def run_subprocess(argv: Sequence[str], timeout_s: float, env: dict[str, str], c
         kill()
         raise
     return Completed(proc.returncode, out, err, time.perf_counter() - t0)
-
-
-# --------------------------------------------------------------------------- the plan
-
-
-@dataclass
-class Step:
-    key: str
-    title: str
-    argv: list[str]
-    timeout_s: float
-    ok_codes: tuple[int, ...] = (0,)
-    env: dict[str, str] = field(default_factory=dict)
-    out: str | None = None  # a file (relative to the repo) the step writes, read by its parser
-
-
-def plan(python: str, report_dir: Path, repo: Path = REPO, device: str = "cuda") -> list[Step]:
-    """Every step, in the order they run (most important first: later ones may meet the time budget).
-
-    ``device`` is "cuda" except for the CPU rehearsal, which runs the same plumbing without a GPU.
-    """
-    work = report_dir / "gpu-smoke"
-    train_args = [device if a == "cuda" else a for a in REFERENCE_TRAIN]
-
-    def rel(p: Path) -> str:
-        with contextlib.suppress(ValueError):
-            return str(p.relative_to(repo))
-        return str(p)
-
-    def inner(name: str, *extra: str) -> list[str]:
-        return [
-            python,
-            "-m",
-            "diagnostics.smoke",
-            "--inner",
-            name,
-            "--device",
-            device,
-            "--out",
-            rel(work / f"{name}.json"),
-            *extra,
-        ]
-
-    def check_all(model: str | None, sub: str) -> list[str]:
-        argv = [python, "-m", "diagnostics.cli", "check-all", "--device", device]
-        argv += ["--model", model] if model else []
-        return [*argv, "--report-dir", rel(work / sub)]
-
-    return [
-        Step("versions", "Versions and card", inner("versions"), 60, out=rel(work / "versions.json")),
-        Step(
-            "check_all",
-            "moola-diag check-all --device cuda (default model)",
-            check_all(None, "check-all-default"),
-            120,
-            ok_codes=(0, 1),  # 1 = a check FAILs: a verdict, recorded, not a broken step
-            out=rel(work / "check-all-default" / "report.json"),
-        ),
-        Step(
-            "train",
-            "Reference command: " + REFERENCE,
-            [python, "-m", "moola.cli", "train", *train_args, "--out-dir", rel(work / "runs")],
-            150,
-            out=rel(work / "runs"),
-        ),
-        Step(
-            "audit",
-            "moola-diag audit of the reference run",
-            inner("audit"),
-            90,
-            out=rel(work / "audit.json"),
-        ),
-        Step(
-            "bound",
-            "Physical lower bound of that epoch on this GPU",
-            inner("bound"),
-            90,
-            out=rel(work / "bound.json"),
-        ),
-        Step(
-            "burst",
-            "Training burst with NVML sampling",
-            inner("burst", "--steps", str(BURST_STEPS if device == "cuda" else 40)),
-            90,
-            out=rel(work / "burst.json"),
-        ),
-        Step(
-            "check_all_legacy",
-            f"moola-diag check-all --device cuda --model {LEGACY_MODEL}",
-            check_all(LEGACY_MODEL, "check-all-legacy"),
-            150,
-            ok_codes=(0, 1),
-            out=rel(work / "check-all-legacy" / "report.json"),
-        ),
-        Step(
-            "gpu_check",
-            "moola-diag gpu --device cuda (fresh process)",
-            [
-                python,
-                "-m",
-                "diagnostics.cli",
-                "gpu",
-                "--device",
-                device,
-                "--report-dir",
-                rel(work / "gpu-check"),
-            ],
-            90,
-            ok_codes=(0, 1),
-            out=rel(work / "gpu-check" / "report.json"),
-        ),
-        Step(
-            "asv_gpu", "asv Gpu benchmarks, once each", inner("asv_gpu"), 90, out=rel(work / "asv_gpu.json")
-        ),
-        Step(
-            "pytest_bench",
-            "pytest-benchmark training benchmarks, MOOLA_BENCH_DEVICE=cuda",
-            [
-                python,
-                "-m",
-                "pytest",
-                "benchmarks/pytest_bench",
-                "-k",
-                "Forward or TrainEpoch or Gpu",  # what runs on MOOLA_BENCH_DEVICE (loading is CPU-only)
-                "--benchmark-only",
-                "--benchmark-min-rounds=1",  # once each, as asked; the JSON still has each timing
-                "--benchmark-max-time=0.05",
-                f"--benchmark-json={rel(work / 'pytest_bench.json')}",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-            ],
-            120,
-            env={"MOOLA_BENCH_DEVICE": device},
-            out=rel(work / "pytest_bench.json"),
-        ),
-    ]
-
-
-def describe_plan(steps: Sequence[Step]) -> str:
-    return "; ".join(step.title for step in steps)
 
 
 # --------------------------------------------------------------------------- is there a GPU?
@@ -562,62 +390,3 @@ def run(
     if interrupted:
         return 130
     return 1 if bad or len(outcomes) < len(steps) else 0
-
-
-# --------------------------------------------------------------------------- command line
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, as every moola entry point
-        self.exit(2, f"{PROG}: error: {message} (see '{PROG} --help')\n")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(
-        prog=PROG,
-        description="The GPU verification run (under 5 minutes on one GPU): versions, check-all --device cuda "
-        f"(default model and {LEGACY_MODEL}), the reference training vs its physical lower bound, an NVML-sampled "
-        "training burst and the GPU benchmarks, into reports/gpu-smoke.json and .md. Without a GPU: one line, "
-        "exit 0.",
-    )
-    parser.add_argument(
-        "--report-dir", type=Path, default=Path("reports"), help="where gpu-smoke.json/.md go"
-    )
-    parser.add_argument(
-        "--budget", type=float, default=BUDGET_S, help="seconds for the whole run (default %(default)s)"
-    )
-    parser.add_argument("--only", help="comma-separated step keys to run (see --dry-run)")
-    parser.add_argument("--dry-run", action="store_true", help="print the steps and commands, run nothing")
-    parser.add_argument("--inner", choices=sorted(INNER), help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=BURST_STEPS, help=argparse.SUPPRESS)
-    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--rehearse-on-cpu",
-        action="store_true",
-        help="run every step on the CPU, without a GPU: tests the plumbing and the report, no GPU figures",
-    )
-    args = parser.parse_args(argv)
-    if args.inner:
-        return run_inner(args.inner, args.out, args.device, args.steps)
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # unwinds through run_subprocess, which kills the running step
-
-    with contextlib.suppress(ValueError):  # not the main thread (e.g. called from a test runner thread)
-        signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        return run(
-            args.report_dir,
-            budget_s=args.budget,
-            dry_run=args.dry_run,
-            rehearse=args.rehearse_on_cpu,
-            only=[s for s in (args.only or "").split(",") if s] or None,
-        )
-    except MoolaError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
