@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from html import escape
 from pathlib import Path
 
 from diagnostics.render import html, write_reports
@@ -135,6 +136,11 @@ def test_one_layer_renders_every_format_from_the_saved_json(tmp_path: Path):
     assert saved.with_suffix(".md").read_text(encoding="utf-8") == report.to_markdown()
     code, text, _ = render_main([str(saved), "--format", "text"])
     assert code == 0 and text.rstrip().splitlines()[-1].startswith(f"REGRESSION: {report.verdict_line()}")
+    from diagnostics.render.gate import quality_cells
+
+    page = html.gate_html(gate_payload())
+    cells = [c for q in gate_payload()["quality"] for c in quality_cells(q)[1:-1]]
+    assert cells and all(escape(c) in page and c in saved.with_suffix(".md").read_text() for c in cells)
 
 
 def test_a_format_the_report_has_no_renderer_for_and_an_out_over_the_input_are_one_line(tmp_path: Path):

@@ -59,24 +59,29 @@ def counter_change(c: Row) -> float | None:
     return None if base in (None, 0) or head is None else head / base - 1.0
 
 
+def _num(x: Any, spec: str) -> str:
+    return format(x, spec) if isinstance(x, (int, float)) and math.isfinite(x) else "—"
+
+
 def quality_cells(q: Row) -> list[str]:
-    """One quality comparison as the report's cells (``QUALITY_COLUMNS``): terminal, Markdown and HTML."""
+    """One quality comparison as the report's cells (``QUALITY_COLUMNS``): terminal, Markdown and HTML. A value
+    the saved JSON holds as null (an interval of one run) shows as —."""
 
     def side(d: Row) -> str:
-        lo, hi = d["ci"]
-        return f"{d['mean']:.4f} ± {d['sd']:.4f} ({lo:.4f}–{hi:.4f}, {d['n']})"
+        lo, hi = d.get("ci") or (None, None)
+        return f"{_num(d.get('mean'), '.4f')} ± {_num(d.get('sd'), '.4f')} ({_num(lo, '.4f')}–{_num(hi, '.4f')}, {d.get('n', '—')})"
 
-    p = q["p_adjusted"] if q.get("p_adjusted") is not None else q["p_worse"]
-    lo, hi = q["drop_ci"]
-    drop = f"{q['drop']:+.4f} ({lo:+.4f}–{hi:+.4f})"
+    p = q.get("p_adjusted") if q.get("p_adjusted") is not None else q.get("p_worse")
+    lo, hi = q.get("drop_ci") or (None, None)
+    drop = f"{_num(q.get('drop'), '+.4f')} ({_num(lo, '+.4f')}–{_num(hi, '+.4f')})"
     return [
-        q["name"],
-        side(q["base"]),
-        side(q["head"]),
+        str(q["name"]),
+        side(q.get("base") or {}),
+        side(q.get("head") or {}),
         drop,
-        f"{p:.2g}",
-        f"{q['threshold']:g}",
-        q["verdict"],
+        _num(p, ".2g"),
+        _num(q.get("threshold"), "g"),
+        str(q.get("verdict")),
     ]
 
 

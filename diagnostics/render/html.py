@@ -16,7 +16,7 @@ from typing import Any
 from diagnostics import PROG
 from diagnostics.render import plots
 from diagnostics.render.common import SEVERITY, by_severity, meta_line, split_line, verdict_text, worst_status
-from diagnostics.render.gate import QUALITY_COLUMNS, fmt_ci, fmt_value
+from diagnostics.render.gate import QUALITY_COLUMNS, fmt_ci, fmt_value, quality_cells
 
 CSS = """
 :root { --pass:#2e7d32; --warn:#b07a00; --fail:#c62828; --skip:#757575; --line:#e0e0e0; }
@@ -228,27 +228,11 @@ def counter_table(counters: Sequence[Mapping[str, Any]]) -> str:
 def quality_html(quality: Sequence[Mapping[str, Any]]) -> str:
     """Quality benchmarks (``QualityComparison.to_dict()``): a table and each one's two distributions."""
     head = "".join(f"<th>{h}</th>" for h in QUALITY_COLUMNS)
-
-    def num(x: Any, spec: str = ".4g") -> str:
-        return format(x, spec) if isinstance(x, (int, float)) else "—"
-
-    def side(s: Mapping[str, Any]) -> str:
-        ci = list(s.get("ci") or [None, None])
-        return (
-            f"{num(s.get('mean'))} ± {num(s.get('sd'), '.2g')} ({num(ci[0])}–{num(ci[1])}, {s.get('n', '—')})"
-        )
-
     rows = []
-    for q in quality:
-        drop_ci = list(q.get("drop_ci") or [None, None])
-        p = q.get("p_adjusted", q.get("p_worse", q.get("p")))
-        rows.append(
-            f"<tr><td>{escape(str(q.get('name')))}</td><td class='num'>{side(q.get('base') or {})}</td>"
-            f"<td class='num'>{side(q.get('head') or {})}</td>"
-            f"<td class='num'>{num(q.get('drop'))} ({num(drop_ci[0])}–{num(drop_ci[1])})</td>"
-            f"<td class='num'>{num(p, '.2g')}</td><td class='num'>{num(q.get('threshold'))}</td>"
-            f"<td>{badge(str(q.get('verdict')))}</td></tr>"
-        )
+    for q in quality:  # the terminal's and the Markdown's cells
+        name, *values, verdict = quality_cells(q)
+        cells = "".join(f"<td class='num'>{escape(v)}</td>" for v in values)
+        rows.append(f"<tr><td>{escape(name)}</td>{cells}<td>{badge(verdict)}</td></tr>")
     figs = [safe_plot(anchor("quality", str(q.get("name"))), plots.quality_distributions, q) for q in quality]
     return f'<table class="grid quality"><tr>{head}</tr>{"".join(rows)}</table>\n' + "\n".join(
         f for f in figs if f
