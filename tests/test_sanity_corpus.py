@@ -244,13 +244,11 @@ def test_a_fit_that_optimizes_another_loss_is_judged_by_accuracy_and_only_then()
     assert outcome_failures(bce_like, band, th) == []
     unlearned = dataclasses.replace(bce_like, acc=0.53)
     assert [f for f in outcome_failures(unlearned, band, th) if f.startswith("the loss grew")]
-    far_below = dataclasses.replace(
-        bce_like, acc=0.62
-    )  # above the majority share, but not level with the reference
+    # Above the majority share, but not level with the reference: the loss rule stands.
+    far_below = dataclasses.replace(bce_like, acc=0.62)
     assert [f for f in outcome_failures(far_below, band, th) if f.startswith("the loss grew")]
-    assert (
-        outcome_failures(bce_like, None, th) != []
-    )  # no reference (the built-in recipe): the loss rule stands
+    # No reference (the built-in recipe is its own): the loss rule stands.
+    assert outcome_failures(bce_like, None, th) != []
 
 
 # ---------------------------------------------------------------- the pattern corpus inside a large file

@@ -97,44 +97,57 @@ def _rounds(report: Row) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
-def _timing_rows(rows: Sequence[Row]) -> list[str]:
+def _md_table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table and the blank line after it (nothing for no rows); ``align``: l or r per column."""
     if not rows:
         return []
-    lines = [
-        "| benchmark | base median | head median | head/base (HL) | 95% CI of HL | p (slower, Holm) | factor | verdict |",
-        "|---|---:|---:|---:|---|---:|---:|---|",
+    sep = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+    return ["| " + " | ".join(header) + " |", sep, *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+_TIMING_HEADER = (
+    "benchmark", "base median", "head median", "head/base (HL)", "95% CI of HL", "p (slower, Holm)", "factor",
+    "verdict",
+)  # fmt: skip
+
+
+def _timing_rows(rows: Sequence[Row]) -> list[str]:
+    cells = [
+        [
+            t["name"],
+            fmt_value(t["base_median"], t["unit"]),
+            fmt_value(t["head_median"], t["unit"]),
+            f"{t['ratio']:.3f}",
+            fmt_ci(t["ci_low"], t["ci_high"]),
+            f"{t['p_slower']:.2g}",
+            f"{t['factor']:.2f}",
+            t["verdict"],
+        ]
+        for t in rows
     ]
-    for t in rows:
-        lines.append(
-            f"| {t['name']} | {fmt_value(t['base_median'], t['unit'])} | {fmt_value(t['head_median'], t['unit'])}"
-            f" | {t['ratio']:.3f} | {fmt_ci(t['ci_low'], t['ci_high'])} | {t['p_slower']:.2g} | {t['factor']:.2f}"
-            f" | {t['verdict']} |"
-        )
-    return [*lines, ""]
+    return _md_table(_TIMING_HEADER, "lrrrlrrl", cells)
 
 
 def _counter_rows(rows: Sequence[Row]) -> list[str]:
-    if not rows:
-        return []
-    lines = ["| counter | base | head | change | tolerance | verdict |", "|---|---:|---:|---:|---:|---|"]
+    cells = []
     for c in rows:
         change = counter_change(c)
         reason = c.get("accepted_reason")
-        verdict = c["verdict"] + (f" ({reason})" if reason else "")
-        tolerance = "exact" if c["tolerance"] == 0 else f"{c['tolerance']:.1%}"
-        lines.append(
-            f"| {c['name']} | {fmt_value(c['base'], c['unit'])} | {fmt_value(c['head'], c['unit'])}"
-            f" | {'' if change is None else f'{change:+.4%}'} | {tolerance} | {verdict} |"
+        cells.append(
+            [
+                c["name"],
+                fmt_value(c["base"], c["unit"]),
+                fmt_value(c["head"], c["unit"]),
+                "" if change is None else f"{change:+.4%}",
+                "exact" if c["tolerance"] == 0 else f"{c['tolerance']:.1%}",
+                c["verdict"] + (f" ({reason})" if reason else ""),
+            ]
         )
-    return [*lines, ""]
+    return _md_table(("counter", "base", "head", "change", "tolerance", "verdict"), "lrrrrl", cells)
 
 
 def _quality_rows(rows: Sequence[Row]) -> list[str]:
-    if not rows:
-        return []
-    lines = ["| " + " | ".join(QUALITY_COLUMNS) + " |", "|---|---:|---:|---:|---:|---:|---|"]
-    lines += ["| " + " | ".join(quality_cells(q)) + " |" for q in rows]
-    return [*lines, ""]
+    return _md_table(QUALITY_COLUMNS, "lrrrrrl", [quality_cells(q) for q in rows])
 
 
 def _by_verdict(rows: Sequence[Row], *verdicts: str) -> list[Row]:

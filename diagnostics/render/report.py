@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnostics import PROG
-from diagnostics.render import html, markdown, plots
+from diagnostics.render import markdown, plots
 from diagnostics.render.common import counts
 from diagnostics.result import SCHEMA_VERSION, CheckResult, exit_code, worst
 
@@ -77,10 +77,7 @@ def render_all(payload: dict[str, Any], kinds: set[str]) -> dict[str, str]:
     so a saved report re-renders to the same bytes."""
     text, saved = _as_saved(payload)
     out = {"json": text}
-    if "md" in kinds:
-        out["md"] = markdown.check_markdown(saved)
-    if "html" in kinds:
-        out["html"] = html.check_html(saved)
+    out.update({kind: render_payload(saved, "check", kind) for kind in ("md", "html") if kind in kinds})
     return out
 
 
